@@ -1,0 +1,1 @@
+"""ws-watcher: a containerd-native watcher of Kubernetes workspace pods."""

@@ -1,0 +1,319 @@
+"""Plain records of what containerd holds, as the rest of ws-watcher sees it.
+
+Everything here is a frozen, slotted, keyword-only dataclass: the decode module turns protobuf
+messages into these, the index consumes and publishes them, and nothing past the decode module
+ever sees a protobuf object. Timestamps are floats, seconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NewType
+
+ContainerId = NewType("ContainerId", str)
+SandboxId = NewType("SandboxId", str)
+InstanceId = NewType("InstanceId", str)
+
+#: label CRI puts on every container it creates: "sandbox" or "container"
+KIND_LABEL = "io.cri-containerd.kind"
+KIND_SANDBOX = "sandbox"
+KIND_CONTAINER = "container"
+CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
+POD_NAME_LABEL = "io.kubernetes.pod.name"
+POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
+POD_UID_LABEL = "io.kubernetes.pod.uid"
+#: prefixes of the bookkeeping labels the kubelet and CRI add; not the pod's own labels
+BOOKKEEPING_PREFIXES = ("io.kubernetes.", "io.cri-containerd.")
+
+
+def _frozen() -> Mapping[str, str]:
+    return {}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mount:
+    """One OCI spec mount (issue: records on par): where, from where, what type."""
+
+    destination: str
+    source: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CriContainerMeta:
+    """What the CRI plugin stores on an app container (its metadata extension)."""
+
+    name: str | None = None  # the Kubernetes container name
+    attempt: int | None = None
+    sandbox_id: SandboxId | None = None
+    image_ref: str | None = None
+    log_path: str | None = None
+    annotations: Mapping[str, str] = field(default_factory=_frozen)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CriSandboxMeta:
+    """What the CRI plugin stores on a sandbox container (its metadata extension)."""
+
+    name: str | None = None
+    namespace: str | None = None
+    uid: str | None = None
+    attempt: int | None = None
+    annotations: Mapping[str, str] = field(default_factory=_frozen)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerRecord:
+    """A container as containerd's Containers service describes it, decoded.
+
+    `cgroup_path` is already converted from the spec's `linux.cgroupsPath` (None when the spec
+    is missing, not JSON, or has no such field); `cri_container` / `cri_sandbox` are None for
+    containers the CRI plugin did not create or whose extension was unreadable.
+    """
+
+    id: ContainerId
+    labels: Mapping[str, str]
+    image: str = ""
+    runtime: str = ""
+    snapshotter: str = ""
+    snapshot_key: str = ""
+    created_at: float | None = None
+    cgroup_path: str | None = None
+    mounts: tuple[Mount, ...] = ()
+    cri_container: CriContainerMeta | None = None
+    cri_sandbox: CriSandboxMeta | None = None
+
+    @property
+    def kind(self) -> str | None:
+        return self.labels.get(KIND_LABEL)
+
+
+class TaskStatus(enum.Enum):
+    """containerd's task states (types/task/task.proto), as the index needs them."""
+
+    UNKNOWN = "unknown"
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    PAUSING = "pausing"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRecord:
+    """A task from the Tasks service (List/Get). `container_id` is the task's id."""
+
+    container_id: ContainerId
+    pid: int
+    status: TaskStatus
+    exit_status: int | None = None
+    exited_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotMount:
+    """One containerd `types.Mount` (TaskCreate rootfs, Snapshots.Mounts)."""
+
+    type: str
+    source: str
+    target: str = ""
+    options: tuple[str, ...] = ()
+
+
+# --- events: what the index is fed -------------------------------------------------------
+# `ts` on every event is the wall-clock time the watcher learned of it (the shell stamps it),
+# so the index itself never reads a clock.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerSeen:
+    """A container exists (from a Get after /containers/create or /containers/update)."""
+
+    ts: float
+    container: ContainerRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerDeleted:
+    """/containers/delete: containerd has removed the container."""
+
+    ts: float
+    container_id: ContainerId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCreated:
+    """/tasks/create; `upperdir`/`rootfs` are filled by the shell when it could resolve them."""
+
+    ts: float
+    container_id: ContainerId
+    pid: int
+    upperdir: str | None = None
+    rootfs: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStarted:
+    """/tasks/start; `started_at` is containerd's envelope time of the event."""
+
+    ts: float
+    container_id: ContainerId
+    pid: int
+    started_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskExited:
+    """/tasks/exit. `exec_id` differing from `container_id` is an exec'd process, not the task."""
+
+    ts: float
+    container_id: ContainerId
+    exec_id: str
+    pid: int
+    exit_status: int
+    exited_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskDeleted:
+    """/tasks/delete. `exec_id` empty (or equal to the container id) means the task itself."""
+
+    ts: float
+    container_id: ContainerId
+    exec_id: str
+    pid: int
+    exit_status: int
+    exited_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSeen:
+    """A task from a listing (start-up, resync)."""
+
+    ts: float
+    task: TaskRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resolved:
+    """Facts the shell looked up for a container: upperdir (Snapshots), rootfs (mount table)."""
+
+    ts: float
+    container_id: ContainerId
+    upperdir: str | None = None
+    rootfs: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Relisted:
+    """A full listing of containers and tasks: authoritative, replaces what the index knew."""
+
+    ts: float
+    containers: tuple[ContainerRecord, ...]
+    tasks: tuple[TaskRecord, ...]
+
+
+Event = (
+    ContainerSeen
+    | ContainerDeleted
+    | TaskCreated
+    | TaskStarted
+    | TaskExited
+    | TaskDeleted
+    | TaskSeen
+    | Resolved
+    | Relisted
+)
+
+
+# --- what the index publishes ------------------------------------------------------------
+
+
+class WorkspaceState(enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workspace:
+    """One workspace container, joined with its pod: an immutable snapshot.
+
+    A new object is published on every change; never mutate one.
+    """
+
+    instance_id: InstanceId
+    workspace_id: str | None
+    owner_id: str | None
+    pod_name: str
+    pod_namespace: str
+    pod_uid: str
+    sandbox_id: SandboxId
+    container_id: ContainerId
+    image: str
+    pod_labels: Mapping[str, str]
+    created_at: float | None
+    state: WorkspaceState = WorkspaceState.CREATED
+    pid: int | None = None
+    upperdir: str | None = None
+    cgroup_path: str | None = None
+    rootfs: str | None = None
+    exit_status: int | None = None
+    # richer facts (CRI extensions, OCI spec); None when unknown
+    container_name: str | None = None
+    attempt: int | None = None
+    image_ref: str | None = None
+    log_path: str | None = None
+    mounts: tuple[Mount, ...] = ()
+    pod_annotations: Mapping[str, str] = field(default_factory=_frozen)
+    container_annotations: Mapping[str, str] = field(default_factory=_frozen)
+    started_at: float | None = None
+    exited_at: float | None = None
+
+    @property
+    def running(self) -> bool:
+        """What `wait_for_container` waits for: a live task with PID and upperdir known."""
+        return (
+            self.state is WorkspaceState.RUNNING
+            and self.pid is not None
+            and self.upperdir is not None
+        )
+
+
+class ChangeKind(enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkspaceChange:
+    """A lifecycle step of one workspace container."""
+
+    kind: ChangeKind
+    ts: float
+    workspace: Workspace
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Synced:
+    """The watcher finished a (re)sync; the index equals what containerd held."""
+
+    ts: float
+    workspaces: int
+    initial: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Disconnected:
+    """The connection to containerd was lost (once per outage); the watcher reconnects."""
+
+    ts: float
+    error: str
+
+
+Change = WorkspaceChange | Synced | Disconnected
