@@ -152,6 +152,7 @@ class TaskCreated:
     pid: int
     upperdir: str | None = None
     rootfs: str | None = None
+    rootfs_mounts: tuple[SnapshotMount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,6 +216,16 @@ class Relisted:
     tasks: tuple[TaskRecord, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerChanged:
+    """/containers/create or /containers/update. The event carries no labels, so it is not fed
+    to the index: the shell Gets the container and feeds a `ContainerSeen` (or nothing when
+    the Get answers NotFound because the container is already gone)."""
+
+    ts: float
+    container_id: ContainerId
+
+
 Event = (
     ContainerSeen
     | ContainerDeleted
@@ -226,6 +237,21 @@ Event = (
     | Resolved
     | Relisted
 )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    """One message of containerd's event stream, decoded.
+
+    `event` is None for topics the watcher does not model (images, snapshots, exec-started,
+    ...); `type_name` still says what it was.
+    """
+
+    topic: str
+    namespace: str
+    timestamp: float | None
+    type_name: str
+    event: Event | ContainerChanged | None
 
 
 # --- what the index publishes ------------------------------------------------------------
