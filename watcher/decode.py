@@ -1,0 +1,328 @@
+"""protobuf → records: the only core module that touches containerd's messages.
+
+Decoding is tolerant by design: a container whose OCI spec or CRI extension is missing or
+malformed still yields a record (the unknown parts are None) and one warning naming the
+container, because dropping a workspace over a cosmetic field would be a lie of omission.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from containerd_protos.events import container_pb2, task_pb2
+from containerd_protos.services.containers.v1 import containers_pb2
+from containerd_protos.types import event_pb2, mount_pb2
+from containerd_protos.types.task import task_pb2 as task_types_pb2
+
+from . import cgroups, mounts
+from .records import (
+    ContainerChanged,
+    ContainerDeleted,
+    ContainerId,
+    ContainerRecord,
+    CriContainerMeta,
+    CriSandboxMeta,
+    Envelope,
+    Event,
+    Mount,
+    SandboxId,
+    SnapshotMount,
+    TaskCreated,
+    TaskDeleted,
+    TaskExited,
+    TaskRecord,
+    TaskStarted,
+    TaskStatus,
+)
+
+log = logging.getLogger(__name__)
+
+SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+CRI_CONTAINER_EXTENSION = "io.cri-containerd.container.metadata"
+CRI_SANDBOX_EXTENSION = "io.cri-containerd.sandbox.metadata"
+
+# containerd publishes events as Anys whose type URL is the bare full name of the message
+# ("containerd.events.TaskCreate", no "type.googleapis.com/" prefix), so Any.Unpack would
+# silently refuse them: we look the class up by that name instead.
+_EVENT_CLASSES: dict[str, type[Message]] = {
+    cls.DESCRIPTOR.full_name: cls
+    for module in (task_pb2, container_pb2)
+    for cls in vars(module).values()
+    if isinstance(cls, type) and issubclass(cls, Message)
+}
+
+_TASK_STATUS = {
+    task_types_pb2.Status.UNKNOWN: TaskStatus.UNKNOWN,
+    task_types_pb2.Status.CREATED: TaskStatus.CREATED,
+    task_types_pb2.Status.RUNNING: TaskStatus.RUNNING,
+    task_types_pb2.Status.STOPPED: TaskStatus.STOPPED,
+    task_types_pb2.Status.PAUSED: TaskStatus.PAUSED,
+    task_types_pb2.Status.PAUSING: TaskStatus.PAUSING,
+}
+
+
+def timestamp(ts: Timestamp, *, present: bool = True) -> float | None:
+    """A protobuf Timestamp as epoch seconds; None for an unset (zero) one."""
+    if not present or (ts.seconds == 0 and ts.nanos == 0):
+        return None
+    return ts.seconds + ts.nanos / 1e9
+
+
+def snapshot_mount(pb: mount_pb2.Mount) -> SnapshotMount:
+    return SnapshotMount(
+        type=pb.type, source=pb.source, target=pb.target, options=tuple(pb.options)
+    )
+
+
+def snapshot_mounts(pbs: Iterable[mount_pb2.Mount]) -> tuple[SnapshotMount, ...]:
+    return tuple(snapshot_mount(pb) for pb in pbs)
+
+
+def upperdir(mount_list: Iterable[SnapshotMount]) -> str | None:
+    """The overlay upper layer among a snapshot's mounts.
+
+    Selected by the `upperdir=` option alone: the mount *type* is `overlay` while the
+    snapshotter's *name* is `overlayfs`, and comparing the two (as Gitpod's watcher does)
+    never matches.
+    """
+    for m in mount_list:
+        found = mounts.upperdir_from_options(m.options)
+        if found:
+            return found
+    return None
+
+
+def task(pb: task_types_pb2.Process) -> TaskRecord:
+    """A Tasks.List/Get process. The container id is in `id` for List (`container_id` is
+    empty there), in `container_id` for Get: take whichever is set."""
+    status = _TASK_STATUS.get(pb.status, TaskStatus.UNKNOWN)
+    stopped = status is TaskStatus.STOPPED
+    return TaskRecord(
+        container_id=ContainerId(pb.container_id or pb.id),
+        pid=pb.pid,
+        status=status,
+        exit_status=pb.exit_status if stopped else None,
+        exited_at=timestamp(pb.exited_at, present=pb.HasField("exited_at")),
+    )
+
+
+def container(pb: containers_pb2.Container) -> ContainerRecord:
+    cid = ContainerId(pb.id)
+    spec = _spec(cid, pb)
+    cgroup_path: str | None = None
+    oci_mounts: tuple[Mount, ...] = ()
+    if spec is not None:
+        cgroup_path = _cgroup_path(cid, spec)
+        oci_mounts = _oci_mounts(spec)
+    return ContainerRecord(
+        id=cid,
+        labels=dict(pb.labels),
+        image=pb.image,
+        runtime=pb.runtime.name,
+        snapshotter=pb.snapshotter,
+        snapshot_key=pb.snapshot_key,
+        created_at=timestamp(pb.created_at, present=pb.HasField("created_at")),
+        cgroup_path=cgroup_path,
+        mounts=oci_mounts,
+        cri_container=_cri_container(cid, pb),
+        cri_sandbox=_cri_sandbox(cid, pb),
+    )
+
+
+def oci_spec(pb: containers_pb2.Container) -> dict[str, Any] | None:
+    """The container's OCI runtime spec as a plain dict (None when absent or unreadable)."""
+    return _spec(ContainerId(pb.id), pb)
+
+
+def _spec(cid: ContainerId, pb: containers_pb2.Container) -> dict[str, Any] | None:
+    if not pb.HasField("spec") or not pb.spec.value:
+        log.warning("container %s: no OCI spec; cgroup path and mounts unknown", cid)
+        return None
+    if pb.spec.type_url != SPEC_TYPE_URL:
+        log.warning("container %s: spec of unexpected type %r", cid, pb.spec.type_url)
+    loaded = _json_object(cid, "OCI spec", pb.spec.value)
+    return loaded
+
+
+def _json_object(cid: ContainerId, what: str, raw: bytes) -> dict[str, Any] | None:
+    try:
+        loaded = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        log.warning("container %s: %s is not JSON (%s); ignored", cid, what, exc)
+        return None
+    if not isinstance(loaded, dict):
+        log.warning("container %s: %s is not a JSON object; ignored", cid, what)
+        return None
+    return loaded
+
+
+def _cgroup_path(cid: ContainerId, spec: Mapping[str, Any]) -> str | None:
+    linux = spec.get("linux")
+    raw = linux.get("cgroupsPath") if isinstance(linux, dict) else None
+    if not isinstance(raw, str) or not raw:
+        log.warning("container %s: OCI spec has no linux.cgroupsPath; cgroup unknown", cid)
+        return None
+    try:
+        return cgroups.cgroup_path_from_spec(raw)
+    except cgroups.CgroupPathError as exc:
+        log.warning("container %s: %s; cgroup unknown", cid, exc)
+        return None
+
+
+def _oci_mounts(spec: Mapping[str, Any]) -> tuple[Mount, ...]:
+    raw = spec.get("mounts")
+    if not isinstance(raw, list):
+        return ()
+    return tuple(
+        Mount(
+            destination=str(m.get("destination", "")),
+            source=str(m.get("source", "")),
+            type=str(m.get("type", "")),
+        )
+        for m in raw
+        if isinstance(m, dict)
+    )
+
+
+def _extension(cid: ContainerId, pb: containers_pb2.Container, key: str) -> dict[str, Any]:
+    """The `Metadata` object of a CRI extension; empty when absent or malformed."""
+    if key not in pb.extensions:
+        return {}
+    loaded = _json_object(cid, f"extension {key}", pb.extensions[key].value)
+    meta = loaded.get("Metadata") if loaded else None
+    if loaded is not None and not isinstance(meta, dict):
+        log.warning("container %s: extension %s has no Metadata object; ignored", cid, key)
+    return meta if isinstance(meta, dict) else {}
+
+
+def _str_map(raw: object) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def _opt_str(raw: object) -> str | None:
+    return raw if isinstance(raw, str) and raw else None
+
+
+def _opt_int(raw: object) -> int | None:
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) else None
+
+
+def _cri_container(cid: ContainerId, pb: containers_pb2.Container) -> CriContainerMeta | None:
+    meta = _extension(cid, pb, CRI_CONTAINER_EXTENSION)
+    if not meta:
+        return None
+    config = meta.get("Config") if isinstance(meta.get("Config"), dict) else {}
+    assert isinstance(config, dict)
+    cmeta = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
+    assert isinstance(cmeta, dict)
+    sandbox = _opt_str(meta.get("SandboxID"))
+    return CriContainerMeta(
+        name=_opt_str(cmeta.get("name")),
+        attempt=_opt_int(cmeta.get("attempt")) or 0,
+        sandbox_id=SandboxId(sandbox) if sandbox else None,
+        image_ref=_opt_str(meta.get("ImageRef")),
+        log_path=_opt_str(meta.get("LogPath")),
+        annotations=_str_map(config.get("annotations")),
+    )
+
+
+def _cri_sandbox(cid: ContainerId, pb: containers_pb2.Container) -> CriSandboxMeta | None:
+    meta = _extension(cid, pb, CRI_SANDBOX_EXTENSION)
+    if not meta:
+        return None
+    config = meta.get("Config") if isinstance(meta.get("Config"), dict) else {}
+    assert isinstance(config, dict)
+    smeta = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
+    assert isinstance(smeta, dict)
+    return CriSandboxMeta(
+        name=_opt_str(smeta.get("name")),
+        namespace=_opt_str(smeta.get("namespace")),
+        uid=_opt_str(smeta.get("uid")),
+        attempt=_opt_int(smeta.get("attempt")) or 0,
+        annotations=_str_map(config.get("annotations")),
+    )
+
+
+# --- the event stream --------------------------------------------------------------------
+
+
+def event_message(type_url: str, value: bytes) -> Message | None:
+    """Decode an event Any by its bare type name; None (logged) when unknown or garbage."""
+    name = type_url.rsplit("/", 1)[-1]
+    cls = _EVENT_CLASSES.get(name)
+    if cls is None:
+        return None
+    msg = cls()
+    try:
+        msg.ParseFromString(value)
+    except DecodeError as exc:
+        log.warning("event %s: undecodable payload (%s); skipped", name, exc)
+        return None
+    return msg
+
+
+def envelope(pb: event_pb2.Envelope, *, ts: float) -> Envelope:
+    """One stream message → an `Envelope` whose `event` is what the watcher acts on.
+
+    `ts` is when the watcher received it (stamped by the client as it arrives).
+    """
+    type_name = pb.event.type_url.rsplit("/", 1)[-1]
+    msg = event_message(pb.event.type_url, pb.event.value)
+    if msg is None and type_name not in _EVENT_CLASSES:
+        log.debug("event of unmodelled type %r on %s", type_name, pb.topic)
+    at = timestamp(pb.timestamp, present=pb.HasField("timestamp"))
+    return Envelope(
+        topic=pb.topic,
+        namespace=pb.namespace,
+        timestamp=at,
+        type_name=type_name,
+        event=_event(msg, ts=ts, at=at) if msg is not None else None,
+    )
+
+
+def _event(msg: Message, *, ts: float, at: float | None) -> Event | ContainerChanged | None:
+    match msg:
+        case container_pb2.ContainerCreate() | container_pb2.ContainerUpdate():
+            return ContainerChanged(ts=ts, container_id=ContainerId(msg.id))
+        case container_pb2.ContainerDelete():
+            return ContainerDeleted(ts=ts, container_id=ContainerId(msg.id))
+        case task_pb2.TaskCreate():
+            rootfs = snapshot_mounts(msg.rootfs)
+            return TaskCreated(
+                ts=ts,
+                container_id=ContainerId(msg.container_id),
+                pid=msg.pid,
+                upperdir=upperdir(rootfs),
+                rootfs_mounts=rootfs,
+            )
+        case task_pb2.TaskStart():
+            return TaskStarted(
+                ts=ts, container_id=ContainerId(msg.container_id), pid=msg.pid, started_at=at
+            )
+        case task_pb2.TaskExit():
+            return TaskExited(
+                ts=ts,
+                container_id=ContainerId(msg.container_id),
+                exec_id=msg.id,
+                pid=msg.pid,
+                exit_status=msg.exit_status,
+                exited_at=timestamp(msg.exited_at, present=msg.HasField("exited_at")),
+            )
+        case task_pb2.TaskDelete():
+            return TaskDeleted(
+                ts=ts,
+                container_id=ContainerId(msg.container_id),
+                exec_id=msg.id,
+                pid=msg.pid,
+                exit_status=msg.exit_status,
+                exited_at=timestamp(msg.exited_at, present=msg.HasField("exited_at")),
+            )
+    return None
