@@ -1,0 +1,272 @@
+"""Mount tables and paths: where a container's root file system and writable layer are.
+
+Pure functions on strings; the caller reads the files. Paths here are in the mount namespace
+of whoever wrote the mount table (usually the host's); `PathMap` turns them into paths this
+process can open when the host's directories are mounted elsewhere (a watcher in a pod).
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from watcher.errors import UsageError
+
+__all__ = [
+    "MountInfo",
+    "PathMap",
+    "PathMapError",
+    "find_rootfs",
+    "mountinfo_path",
+    "parse_mountinfo",
+    "upperdir_from_options",
+]
+
+logger = logging.getLogger(__name__)
+
+# containerd's runtime v2 plugin mounts each task's root at
+# <state dir>/io.containerd.runtime.v2.task/<namespace>/<container id>/rootfs.
+_TASK_DIR = "io.containerd.runtime.v2.task"
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+# Fields before the optional ones, and after the "-" separator (fs type, source, options).
+_LEADING_FIELDS = 6
+_TRAILING_FIELDS = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MountInfo:
+    """One line of `/proc/<pid>/mountinfo` (see proc(5)), with escapes decoded.
+
+    `root`, `mount_point`, `source`, `fs_type` and every option are decoded from the
+    kernel's `\\ooo` octal escapes. Bytes that are not UTF-8 come back as lone surrogates,
+    as `os.fsdecode` gives them, provided the text was read with
+    `errors="surrogateescape"`.
+    """
+
+    mount_id: int
+    parent_id: int
+    major_minor: str
+    root: str
+    mount_point: str
+    mount_options: tuple[str, ...]
+    optional_fields: tuple[str, ...]
+    fs_type: str
+    source: str
+    super_options: tuple[str, ...]
+
+
+def parse_mountinfo(text: str) -> list[MountInfo]:
+    """Parse the whole of a `/proc/<pid>/mountinfo`, in the kernel's (mount) order.
+
+    Malformed lines are skipped and logged as warnings on this module's logger, not
+    raised: one odd line must not hide the container mounts on the others, and the
+    caller cannot repair the kernel's output anyway. Blank lines are skipped silently.
+    """
+    mounts: list[MountInfo] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        mount = _parse_line(line)
+        if mount is None:
+            logger.warning("skipping malformed mountinfo line %d: %r", number, line)
+        else:
+            mounts.append(mount)
+    return mounts
+
+
+def _parse_line(line: str) -> MountInfo | None:
+    # Split on single spaces: an empty source shows as two adjacent spaces.
+    fields = line.split(" ")
+    try:
+        separator = fields.index("-", _LEADING_FIELDS)
+    except ValueError:
+        return None
+    if len(fields) - separator - 1 != _TRAILING_FIELDS:
+        return None
+    mount_id, parent_id, major_minor, root, mount_point, options = fields[:_LEADING_FIELDS]
+    fs_type, source, super_options = fields[separator + 1 :]
+    if not (mount_id.isdigit() and parent_id.isdigit() and _is_major_minor(major_minor)):
+        return None
+    if not root or not mount_point:
+        return None
+    return MountInfo(
+        mount_id=int(mount_id),
+        parent_id=int(parent_id),
+        major_minor=major_minor,
+        root=_unescape(root),
+        mount_point=_unescape(mount_point),
+        mount_options=_split_options(options),
+        optional_fields=tuple(fields[_LEADING_FIELDS:separator]),
+        fs_type=_unescape(fs_type),
+        source=_unescape(source),
+        super_options=_split_options(super_options),
+    )
+
+
+def _is_major_minor(value: str) -> bool:
+    major, sep, minor = value.partition(":")
+    return bool(sep) and major.isdigit() and minor.isdigit()
+
+
+def _split_options(field: str) -> tuple[str, ...]:
+    # The kernel escapes "," inside an option value, so split before decoding.
+    return tuple(_unescape(option) for option in field.split(",")) if field else ()
+
+
+def _unescape(value: str) -> str:
+    return _OCTAL_ESCAPE.sub(_decode_octal, value)
+
+
+def _decode_octal(match: re.Match[str]) -> str:
+    code = int(match.group(1), 8)
+    # A byte above 0x7f is half of a file name's encoding: keep it the way
+    # surrogateescape does, so os.fsencode gives back the original bytes.
+    return chr(code) if code < 0x80 else chr(0xDC00 + code)
+
+
+def find_rootfs(
+    mounts: Iterable[MountInfo],
+    container_id: str,
+    state_dir_hint: str | None = None,
+    *,
+    namespace: str = "k8s.io",
+) -> str | None:
+    """Return where containerd mounted a task's root file system, or None.
+
+    For CRI containers the snapshot key is the container id, so either may be passed.
+    The mount point ends in `/io.containerd.runtime.v2.task/<namespace>/<id>/rootfs`; with
+    `state_dir_hint` (containerd's `state` directory, as the mount table shows it) the
+    whole path must match, which rules out a nested containerd's look-alike mounts. The
+    last match wins: the mount table lists mounts in mount order, so a later mount at the
+    same place hides an earlier one.
+
+    Raises:
+        UsageError: `container_id` or `namespace` is empty or contains `/`; containerd
+            refuses such identifiers, so it is a caller's mistake.
+    """
+    for identifier in (container_id, namespace):
+        if not identifier or "/" in identifier:
+            raise UsageError(f"not a containerd identifier: {identifier!r}")
+    tail = f"/{_TASK_DIR}/{namespace}/{container_id}/rootfs"
+    exact = None
+    if state_dir_hint is not None:
+        exact = posixpath.normpath(state_dir_hint).rstrip("/") + tail
+    found = None
+    for mount in mounts:
+        point = mount.mount_point
+        if (point == exact) if exact is not None else point.endswith(tail):
+            found = point
+    return found
+
+
+class PathMapError(UsageError, ValueError):
+    """A `HOST=LOCAL` path mapping that cannot be used (a configuration mistake)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PathMap:
+    """Host path prefixes and where this process sees them, e.g. `/var/lib/containerd` at
+    `/host/containerd` in a watcher pod.
+
+    `map` rewrites a host path to a local one, `unmap` the reverse; the longest matching
+    prefix wins and prefixes only match whole path components, so `/var/lib/containerd2`
+    is not under `/var/lib/containerd`. A path under no prefix is returned as it is, which
+    is right when the watcher shares the host's mount namespace (the empty map).
+    """
+
+    pairs: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, specs: Iterable[str]) -> PathMap:
+        """Build a map from `HOST=LOCAL` strings (as given on the command line).
+
+        The first `=` separates the two sides. Both must be absolute; they are
+        normalised (`/a/b/` → `/a/b`).
+
+        Raises:
+            PathMapError: a spec without `=`, with an empty or relative side, or a host or
+                local prefix given twice (which would make `map` or `unmap` ambiguous).
+        """
+        pairs: list[tuple[str, str]] = []
+        for spec in specs:
+            host, sep, local = spec.partition("=")
+            if not sep:
+                raise PathMapError(f"path mapping {spec!r} is not HOST=LOCAL")
+            pairs.append((_absolute(host, spec), _absolute(local, spec)))
+        for side, name in ((0, "host"), (1, "local")):
+            seen = [pair[side] for pair in pairs]
+            duplicates = sorted({path for path in seen if seen.count(path) > 1})
+            if duplicates:
+                raise PathMapError(f"{name} prefix mapped more than once: {duplicates[0]}")
+        return cls(tuple(pairs))
+
+    def map(self, path: str) -> str:
+        """Rewrite a host path to the local path that shows the same file."""
+        return _rewrite(path, self.pairs)
+
+    def unmap(self, path: str) -> str:
+        """Rewrite a local path back to the host's path for it."""
+        return _rewrite(path, tuple((local, host) for host, local in self.pairs))
+
+
+def _absolute(path: str, spec: str) -> str:
+    if not path:
+        raise PathMapError(f"path mapping {spec!r} has an empty side")
+    if not path.startswith("/"):
+        raise PathMapError(f"path mapping {spec!r}: {path!r} is not absolute")
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
+def _rewrite(path: str, pairs: tuple[tuple[str, str], ...]) -> str:
+    best: tuple[str, str] | None = None
+    for source, target in pairs:
+        if _is_under(path, source) and (best is None or len(source) > len(best[0])):
+            best = (source, target)
+    if best is None:
+        return path
+    source, target = best
+    rest = path[len(source) :].lstrip("/")
+    return posixpath.join(target, rest) if rest else target
+
+
+def _is_under(path: str, prefix: str) -> bool:
+    if prefix == "/":
+        return path.startswith("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def mountinfo_path(proc_root: str = "/proc") -> str:
+    """Return the mount table to read for the host's mounts.
+
+    With our own `/proc` it is our own table (`self`). With the host's `/proc` mounted
+    elsewhere (a pod with `hostPath: /proc`), `self` there would still be us, in our own
+    mount namespace; PID 1 of the host's PID namespace shows the host's mount table.
+    """
+    root = "/" + posixpath.normpath(proc_root).lstrip("/")
+    if root == "/proc":
+        return "/proc/self/mountinfo"
+    return posixpath.join(root, "1", "mountinfo")
+
+
+def upperdir_from_options(options: Iterable[str]) -> str | None:
+    """Return the `upperdir=` of a mount's options (the overlay's writable layer), or None.
+
+    Scans the options of any mount, whatever its type: selecting mounts by comparing the
+    mount type (`overlay`) with the snapshotter name (`overlayfs`) never matches, a defect
+    of Gitpod's watcher. With several `upperdir=` options the last wins, as in overlayfs.
+
+    Raises:
+        TypeError: `options` is one string; iterating it would scan characters and
+            silently find nothing. Split a comma-separated string first.
+    """
+    if isinstance(options, str):
+        raise TypeError("options must be a list of options, not one string")
+    found = None
+    for option in options:
+        key, sep, value = option.partition("=")
+        if sep and key == "upperdir" and value:
+            found = value
+    return found
