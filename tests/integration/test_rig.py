@@ -7,6 +7,8 @@ this file says so first.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +26,7 @@ from watcher.testing import (
     host,
     mk1_labels,
     mk2_labels,
+    reclaim_stale,
 )
 
 T = TypeVar("T")
@@ -171,6 +174,7 @@ def test_cleanup_leaves_nothing_behind(containerd_state: str) -> None:
         if containerd_state == "killed":
             ctrd.kill9()
         ctrd.cleanup()
+    ctrd.cleanup()  # idempotent
 
     assert pids and not any(host.alive(p) for p in pids)
     assert not host.shims_of(ctrd.address)
@@ -194,3 +198,22 @@ def test_images_are_distinct_and_unlabelled(containerd: PrivateContainerd) -> No
     for config in configs.values():
         assert "Labels" not in config["config"]  # image labels would leak into CRI labels
         assert config["config"]["Entrypoint"] == ["/bin/sleep", "infinity"]
+
+
+def test_reclaim_stale_cleans_up_after_a_killed_owner() -> None:
+    script = (
+        "import os, sys\n"
+        "from watcher.testing import PrivateContainerd, Pods\n"
+        "ctrd = PrivateContainerd(); ctrd.__enter__()\n"
+        "Pods(ctrd).run_pod('ws-orphan')\n"
+        "print(ctrd.base, ctrd.pid, flush=True)\n"
+        "os.kill(os.getpid(), 9)  # no finally, no atexit: everything is left running\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == -9, done.stderr
+    base, containerd_pid = Path(done.stdout.split()[0]), int(done.stdout.split()[1])
+    assert host.alive(containerd_pid) and host.mounts_under(base)
+
+    assert base in reclaim_stale()
+    assert not host.alive(containerd_pid)
+    assert not host.mounts_under(base) and not base.exists()

@@ -13,7 +13,7 @@ pytest users: ``from watcher.testing.fixtures import containerd, pods`` in a ``c
 Needs root, Linux, and containerd + runc + busybox-static (apt-installed when missing).
 """
 
-from .containerd import NAMESPACE, PrivateContainerd
+from .containerd import NAMESPACE, PrivateContainerd, reclaim_stale
 from .cri_client import CRIClient
 from .errors import CRIError, RigError
 from .host import ensure_installed
@@ -37,4 +37,5 @@ __all__ = [
     "ensure_installed",
     "mk1_labels",
     "mk2_labels",
+    "reclaim_stale",
 ]

@@ -38,8 +38,13 @@ NAMESPACE = "k8s.io"
 STARTUP_TIMEOUT = 30.0
 """containerd 1.6 answers CRI within ~1 s here; generous for loaded CI machines."""
 STOP_TIMEOUT = 10.0
+CLEANUP_CALL_TIMEOUT = 20.0
+"""Per CRI call at clean-up: a wedged containerd must not hold the teardown for long."""
 SHIM_SOCKET_DIRS = (Path("/run/containerd/s"), Path("/run/containerd"))
-MAX_SOCKET_PATH = 100  # sun_path is 108 bytes; containerd also needs "<socket>.ttrpc"
+MAX_SOCKET_PATH = 100
+OWNER_FILE = "owner"
+CGROUPS_FILE = "cgroups"
+BASE_PREFIX = "wsw-"  # sun_path is 108 bytes; containerd also needs "<socket>.ttrpc"
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ class PrivateContainerd:
     ) -> None:
         host.require_root()
         if base is None:
-            base = Path(tempfile.mkdtemp(prefix="wsw-", dir="/tmp"))
+            base = Path(tempfile.mkdtemp(prefix=BASE_PREFIX, dir="/tmp"))
         self.base = base.resolve()
         self.base.mkdir(parents=True, exist_ok=True)
         self.socket = self.base / "containerd.sock"
@@ -78,11 +83,11 @@ class PrivateContainerd:
         self.pods_dir = self.base / "pods"  # pod log directories, as /var/log/pods
         self.images = images
         self._proc: subprocess.Popen[bytes] | None = None
-        self._cgroups: set[str] = set()
         self._cleaned = False
         # shims put their sockets in /run/containerd/s (not configurable in 1.6): remove the
         # dirs at clean-up when they did not exist before us and are empty again
         self._created_run_dirs = [p for p in SHIM_SOCKET_DIRS if not p.exists()]
+        (self.base / OWNER_FILE).write_text(host.owner_record())  # for reclaim_stale()
         atexit.register(self._atexit)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -193,7 +198,16 @@ class PrivateContainerd:
 
     def track_cgroup(self, relative: str) -> None:
         """Remember a cgroup (e.g. a pod's parent) for ``cleanup()`` to remove when empty."""
-        self._cgroups.add(relative)
+        with (self.base / CGROUPS_FILE).open("a") as f:  # a file, so reclaim() sees it too
+            f.write(relative + "\n")
+
+    @property
+    def tracked_cgroups(self) -> set[str]:
+        """The cgroups given to ``track_cgroup`` (by this or an earlier owner of the dir)."""
+        try:
+            return set((self.base / CGROUPS_FILE).read_text().split())
+        except OSError:
+            return set()
 
     # -- clean-up ---------------------------------------------------------------------------
 
@@ -228,17 +242,17 @@ class PrivateContainerd:
             with contextlib.suppress(OSError):  # not empty: someone else's shims use it
                 directory.rmdir()
         step("unmount", host.unmount_all, self.base)
-        for cgroup in sorted({c.cgroup for c in leftovers if c.cgroup} | self._cgroups,
-                             key=len, reverse=True):  # fmt: skip
+        cgroups = {c.cgroup for c in leftovers if c.cgroup} | self.tracked_cgroups
+        for cgroup in sorted(cgroups, key=len, reverse=True):
             step(f"remove cgroup {cgroup}", host.remove_cgroup, cgroup)
-        if not host.mounts_under(self.base):  # never rm -rf through a live mount
+        if self.base.exists() and not host.mounts_under(self.base):  # never rm through a mount
             step("remove base dir", shutil.rmtree, self.base)
         self._cleaned = True
         if failures:
             raise RigError("clean-up incomplete:\n  " + "\n  ".join(failures))
 
     def _remove_pods_via_cri(self) -> None:
-        with CRIClient(self.address) as client:
+        with CRIClient(self.address, timeout=CLEANUP_CALL_TIMEOUT) as client:
             for sandbox in client.list_pod_sandbox():
                 client.stop_pod_sandbox(sandbox.id)
                 client.remove_pod_sandbox(sandbox.id)
@@ -266,20 +280,29 @@ class PrivateContainerd:
         return sockets
 
     def _kill_leftovers(self, leftovers: list[_RuncContainer]) -> None:
+        # a containerd started on this base dir by an earlier (crashed) owner: kill it first
+        ours = ["containerd", "--config", str(self.config_path)]
+        victims = {pid for pid in host.pids() if host.cmdline(pid) == ours}
+        host.kill(victims)
         shims = host.shims_of(self.address)
         host.kill(shims)
-        victims = set(shims)
+        victims |= set(shims)
         for container in leftovers:
             started = host.start_time(container.pid)
             if container.start_time in (None, started):  # not a reused pid
                 victims.add(container.pid)
-        for cgroup in {c.cgroup for c in leftovers if c.cgroup} | self._cgroups:
+        for cgroup in {c.cgroup for c in leftovers if c.cgroup} | self.tracked_cgroups:
             victims |= host.cgroup_procs(cgroup)
         host.kill(victims)
         host.wait_until(
             "our shims and containers to die",
             lambda: not any(host.alive(p) for p in victims), STOP_TIMEOUT,
         )  # fmt: skip
+
+    @classmethod
+    def reclaim(cls, base: Path) -> None:
+        """Clean up the base dir of a rig whose owner died before its own clean-up ran."""
+        cls(base).cleanup()
 
     def _atexit(self) -> None:
         if not self._cleaned:
@@ -303,3 +326,21 @@ class PrivateContainerd:
 
     def __repr__(self) -> str:
         return f"<PrivateContainerd {self.address} pid={self.pid}>"
+
+
+def reclaim_stale(parent: Path = Path("/tmp")) -> list[Path]:
+    """Clean up rigs under ``parent`` whose owning process is gone (e.g. a SIGKILLed pytest).
+
+    Rigs of live processes (a concurrent test session) are left alone; so are dirs without an
+    owner record. Returns the base dirs reclaimed.
+    """
+    reclaimed = []
+    for base in sorted(parent.glob(f"{BASE_PREFIX}*")):
+        try:
+            owner = (base / OWNER_FILE).read_text()
+        except OSError:
+            continue
+        if not host.owner_alive(owner):
+            PrivateContainerd.reclaim(base)
+            reclaimed.append(base)
+    return reclaimed

@@ -14,13 +14,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from .containerd import PrivateContainerd
+from .containerd import PrivateContainerd, reclaim_stale
 from .pods import Pods
 
 
 @pytest.fixture(scope="session")
 def containerd() -> Iterator[PrivateContainerd]:
-    """A started private containerd with the test images imported."""
+    """A started private containerd with the test images imported.
+
+    Rigs left behind by earlier sessions that were killed outright are reclaimed first.
+    """
+    reclaim_stale()
     with PrivateContainerd() as ctrd:
         yield ctrd
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -106,6 +107,17 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def owner_alive(record: str) -> bool:
+    """Whether the process ``"<pid> <start time>"`` (see ``owner_record``) still runs."""
+    pid, _, started = record.partition(" ")
+    return alive(int(pid)) and str(start_time(int(pid))) == started
+
+
+def owner_record() -> str:
+    """``"<pid> <start time>"`` of this process: an identity that survives pid reuse."""
+    return f"{os.getpid()} {start_time(os.getpid())}"
+
+
 def shims_of(address: str) -> list[int]:
     """The containerd shims started for the containerd listening on ``address``."""
     found = []
@@ -130,7 +142,7 @@ def kill(pid_list: Iterable[int], sig: int = signal.SIGKILL) -> None:
 
 def _unescape(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as octal \ooo
-    return field.encode().decode("unicode_escape") if "\\" in field else field
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
 
 
 def mounts_under(base: Path) -> list[str]:
