@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -217,3 +218,15 @@ def test_reclaim_stale_cleans_up_after_a_killed_owner() -> None:
     assert base in reclaim_stale()
     assert not host.alive(containerd_pid)
     assert not host.mounts_under(base) and not base.exists()
+
+
+def test_config_follows_the_host(containerd: PrivateContainerd) -> None:
+    config = tomllib.loads(containerd.config_path.read_text())
+    cri_plugin = config["plugins"]["io.containerd.grpc.v1.cri"]
+    # without CAP_SYS_RESOURCE runc cannot set the sandbox's oom_score_adj=-998
+    assert cri_plugin["restrict_oom_score_adj"] is not host.has_capability(host.CAP_SYS_RESOURCE)
+    runc = cri_plugin["containerd"]["runtimes"]["runc"]
+    assert runc["options"]["Root"] == str(containerd.base / "runc")
+    assert config["grpc"]["address"] == containerd.address
+    assert len(containerd.address) < 100
+    assert all(Path(config[k]).is_relative_to(containerd.base) for k in ("root", "state"))

@@ -100,7 +100,8 @@ class PrivateContainerd:
     @property
     def pid(self) -> int | None:
         """The pid of the containerd we started, while it runs."""
-        return self._proc.pid if self.running else None  # type: ignore[union-attr]
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
 
     @property
     def running(self) -> bool:

@@ -38,7 +38,9 @@ def pods(containerd: PrivateContainerd) -> Iterator[Pods]:
     try:
         yield made
     finally:
-        if not containerd.running:
-            containerd.start()
-        with made:
-            pass  # __exit__: remove_all + close
+        try:
+            if not containerd.running:
+                containerd.start()
+            made.remove_all()
+        finally:
+            made.close()
