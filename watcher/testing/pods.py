@@ -3,8 +3,8 @@
 Synopsis::
 
     pods = Pods(ctrd)
-    pod = pods.run_pod("ws-1", labels=mk2_labels("inst", "ws", "owner"),
-                       containers=[ContainerSpec(command=("sh", "-c", "echo hi >/m; sleep infinity"))])
+    marker = ContainerSpec(command=("sh", "-c", "echo hi > /m; sleep infinity"))
+    pod = pods.run_pod("ws-1", labels=mk2_labels("inst", "ws", "owner"), containers=[marker])
     pod.containers["workspace"]                  # the container id, by container name
     pod = pods.replace_container(pod, "workspace")  # kubelet restart: attempt 1, old one exited
     pods.remove_pod(pod)                          # Stop/RemoveContainer, Stop/RemovePodSandbox
