@@ -14,6 +14,7 @@ from watcher.labels import (
     match,
     pod_labels,
 )
+from watcher.records import InstanceId
 
 BOOKKEEPING = {
     "io.cri-containerd.kind": "sandbox",
@@ -50,7 +51,7 @@ MK2_EARLY = {  # mk2 before February 2023: workspace id in workspaceID, no metaI
 
 def test_mk1() -> None:
     assert match(MK1) == WorkspaceIdentity(
-        scheme="gitpod-mk1", instance_id="inst-1", workspace_id="ws-1", owner_id="own-1"
+        scheme="gitpod-mk1", instance_id=InstanceId("inst-1"), workspace_id="ws-1", owner_id="own-1"
     )
 
 
@@ -58,14 +59,14 @@ def test_mk2_takes_the_workspace_id_from_meta_id_not_workspace_id() -> None:
     # Gitpod's watcher reads workspaceID here, which is the *instance* id on current mk2
     ident = match(MK2)
     assert ident == WorkspaceIdentity(
-        scheme="gitpod-mk2", instance_id="inst-2", workspace_id="ws-2", owner_id="own-1"
+        scheme="gitpod-mk2", instance_id=InstanceId("inst-2"), workspace_id="ws-2", owner_id="own-1"
     )
     assert ident is not None and ident.workspace_id != MK2["workspaceID"]
 
 
 def test_early_mk2_falls_back_to_workspace_id() -> None:
     assert match(MK2_EARLY) == WorkspaceIdentity(
-        scheme="gitpod-mk2", instance_id="inst-3", workspace_id="ws-3", owner_id="own-1"
+        scheme="gitpod-mk2", instance_id=InstanceId("inst-3"), workspace_id="ws-3", owner_id="own-1"
     )
 
 
@@ -90,7 +91,7 @@ def test_mk2_without_instance_id_matches_nothing() -> None:
 def test_missing_owner_and_workspace_id_are_none() -> None:
     ident = match({"gitpod.io/instanceID": "i"})
     assert ident == WorkspaceIdentity(
-        scheme="gitpod-mk2", instance_id="i", workspace_id=None, owner_id=None
+        scheme="gitpod-mk2", instance_id=InstanceId("i"), workspace_id=None, owner_id=None
     )
 
 
@@ -120,7 +121,7 @@ def test_generic_scheme() -> None:
     schemes = (*GITPOD_SCHEMES, scheme)
     labels = {"app": "devpod", "devpod/id": "d1", "devpod/ws": "w", "devpod/owner": "o"}
     assert match(labels, schemes) == WorkspaceIdentity(
-        scheme="devpods", instance_id="d1", workspace_id="w", owner_id="o"
+        scheme="devpods", instance_id=InstanceId("d1"), workspace_id="w", owner_id="o"
     )
     assert match({**labels, "app": "other"}, schemes) is None  # required value differs
     assert match({"app": "devpod"}, schemes) is None  # no instance id
