@@ -137,6 +137,7 @@ class _Facts:
     exit_status: int | None = None
     started_at: float | None = None
     exited_at: float | None = None
+    resolve_tried: bool = False  # a Resolved came: do not ask the shell again (until a relist)
 
     def learn(
         self,
@@ -326,8 +327,20 @@ class Index:
         """Visible workspace containers with a live task (pid known) but no upperdir yet.
 
         The shell looks them up (Snapshots.Mounts, the mount table) and feeds `Resolved`.
+        A container is listed until a `Resolved` for it was applied, even one that found
+        nothing (so a failing lookup is not retried on every event); the next `Relisted`
+        lists it again if its upperdir is still unknown.
         """
         return list(self._unresolved)
+
+    def container_record(self, container_id: ContainerId | str) -> ContainerRecord | None:
+        """The record of a known app container (workspace or not yet joined), else None.
+
+        For the shell's lookups (snapshotter and snapshot key); sandboxes, sidecars and
+        other pods' containers are not kept.
+        """
+        facts = self._facts.get(ContainerId(container_id))
+        return None if facts is None else facts.record
 
     # --- the one mutator -------------------------------------------------------------------
 
@@ -418,10 +431,15 @@ class Index:
         return self._after_learning(cid, facts, event.ts)
 
     def _on_resolved(self, event: Resolved) -> list[WorkspaceChange]:
-        facts = self._task_facts(event.container_id)
-        if facts is None or not facts.learn(upperdir=event.upperdir, rootfs=event.rootfs):
+        cid = event.container_id
+        facts = self._task_facts(cid)
+        if facts is None:
             return []
-        return self._after_learning(event.container_id, facts, event.ts)
+        facts.resolve_tried = True
+        if not facts.learn(upperdir=event.upperdir, rootfs=event.rootfs):
+            self._unresolved.pop(cid, None)
+            return []
+        return self._after_learning(cid, facts, event.ts)
 
     def _on_relisted(self, event: Relisted) -> list[WorkspaceChange]:
         ts = event.ts
@@ -458,6 +476,7 @@ class Index:
                 facts = _Facts()
             elif facts.record is not None:
                 rec = _merge(facts.record, rec)
+            facts.resolve_tried = False  # a resync asks for what is still unknown again
             self._facts[cid] = facts
             self._attach(cid, facts, rec)
             task = tasks.get(cid)
@@ -745,7 +764,12 @@ class Index:
         if old is not None and old.instance_id != new.instance_id:
             self._instance_drop(old)
         self._instance_put(new)
-        if new.state is WorkspaceState.RUNNING and new.pid is not None and new.upperdir is None:
+        if (
+            new.state is WorkspaceState.RUNNING
+            and new.pid is not None
+            and new.upperdir is None
+            and not self._facts[cid].resolve_tried
+        ):
             self._unresolved[cid] = None
         else:
             self._unresolved.pop(cid, None)

@@ -823,3 +823,25 @@ def test_not_an_event_is_refused() -> None:
 def test_bad_configuration_is_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(UsageError):
         Index(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_failed_resolution_is_not_asked_for_again_until_a_relist() -> None:
+    index = Index()
+    feed(index, [seen(sandbox("sb-1")), seen(container("c-1")), created("c-1", upperdir=None)])
+    assert index.unresolved() == ["c-1"]
+    assert index.apply(Resolved(ts=3.0, container_id=ContainerId("c-1"))) == []  # found nothing
+    assert index.unresolved() == []
+    assert index.apply(started("c-1")) == []
+    assert index.unresolved() == []
+    index.apply(relisted([sandbox("sb-1"), container("c-1")], [task("c-1")]))
+    assert index.unresolved() == ["c-1"]
+
+
+def test_container_record_for_the_shells_lookups() -> None:
+    index = Index()
+    rec = container("c-1")
+    index.apply(seen(rec))  # its sandbox is not known yet: the record is, for resolving
+    assert index.container_record("c-1") == rec
+    assert index.container_record("nope") is None
+    index.apply(created("c-2"))  # pending facts only: no record
+    assert index.container_record("c-2") is None
