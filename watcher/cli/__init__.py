@@ -1,0 +1,91 @@
+"""`ws-watcher`: the command line over the watcher library.
+
+Thin, as kopf's: parse (`args`) → settings → run the library (`commands`, `demo`) → print
+(`output`). This module only wires them and turns outcomes into exit statuses:
+
+* 0 done (also `watch` stopped by SIGINT/SIGTERM), 1 timed out (`wait`, `wait-stop`);
+* 2 a user's mistake: a bad option (argparse: usage line + one line), or the library's
+  `UsageError` / `ConnectError` (socket missing, not a socket, permission denied, not
+  containerd) and `ContainerdError` before the first sync: one line on stderr, no traceback;
+* anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from watcher.errors import ConnectError, ContainerdError, UsageError
+
+from .args import Command, Options, parse
+
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "main", "run"]
+
+EXIT_USAGE = 2
+#: Ctrl-C of a command that is not meant to run until interrupted (the shell's convention)
+EXIT_INTERRUPTED = 130
+#: errors that mean "the user pointed us at the wrong thing", not "ws-watcher is broken"
+USER_ERRORS = (UsageError, ConnectError, ContainerdError)
+
+
+async def run(opts: Options) -> int:
+    """Run the command of `opts`; its exit status. Raises the library's errors."""
+    from . import commands  # the library (grpc, protobuf) only once the options are good
+
+    if opts.command is Command.WATCH:
+        return await commands.watch(opts)
+    if opts.command is Command.WAIT:
+        return await commands.wait(opts)
+    if opts.command is Command.WAIT_STOP:
+        return await commands.wait_stop(opts)
+    if opts.command is Command.LS:
+        return await commands.ls(opts)
+    from .demo import demo
+
+    return await demo(opts)
+
+
+def _only(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) single-member exception groups, else `exc`."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _stdout_gone() -> None:
+    # a reader that went away (`ws-watcher watch | head -1`) ends us like a signal would;
+    # point stdout at /dev/null so the interpreter's final flush cannot fail again
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `ws-watcher` console script; returns the exit status."""
+    opts = parse(sys.argv[1:] if argv is None else argv)
+    _configure_logging(opts.log_level)
+    try:
+        return trio.run(run, opts)
+    except BaseException as raised:  # sorted below; anything unknown is re-raised as it is
+        exc = _only(raised)
+        if isinstance(exc, USER_ERRORS):
+            print(f"ws-watcher: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(exc, BrokenPipeError):
+            _stdout_gone()
+            return 0
+        if isinstance(exc, KeyboardInterrupt):
+            print("ws-watcher: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise

@@ -1,0 +1,213 @@
+"""The command line, parsed: argv and the environment in, one frozen `Options` out.
+
+No I/O beyond checking that `--proc` is a directory, no trio, no watcher: every mistake a
+user can make on the command line ends here as argparse's usage line plus one error line
+and exit status 2, before anything connects anywhere.
+
+Common options are accepted before and after the command (`ws-watcher --address A watch`
+and `ws-watcher watch --address A`); the top-level parser holds the defaults, the
+subcommands' copies default to "not given" so they only override what the user typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from watcher.mounts import PathMap, PathMapError
+
+__all__ = ["DEFAULT_TIMEOUT", "Command", "Options", "build_parser", "parse"]
+
+PROG = "ws-watcher"
+#: the socket and namespace of a kubelet's containerd (the library's defaults too)
+DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
+DEFAULT_NAMESPACE = "k8s.io"
+#: how long `wait` and `wait-stop` wait unless told otherwise (issue 5)
+DEFAULT_TIMEOUT = 60.0
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: the longest instance id accepted (the library refuses longer ones too)
+MAX_ID = 1024
+
+
+class Command(enum.Enum):
+    WATCH = "watch"
+    WAIT = "wait"
+    WAIT_STOP = "wait-stop"
+    LS = "ls"
+    DEMO = "demo"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    """What the user asked for, validated. Built once by `parse`."""
+
+    command: Command
+    address: str = DEFAULT_ADDRESS
+    namespace: str = DEFAULT_NAMESPACE
+    proc: str = "/proc"
+    path_map: PathMap = field(default_factory=PathMap)
+    log_level: str = "warning"
+    #: watch: print the workspaces found by the initial sync
+    initial: bool = False
+    #: wait, wait-stop
+    instance_id: str = ""
+    timeout: float = DEFAULT_TIMEOUT
+    #: ls
+    json: bool = False
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"the timeout must be a positive number, not {text}")
+    return value
+
+
+def _instance_id(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the instance id must not be empty")
+    if len(text) > MAX_ID:
+        raise argparse.ArgumentTypeError(f"an instance id of {len(text)} characters is not one")
+    return text
+
+
+def _nonempty(what: str) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"{what} must not be empty")
+        return text
+
+    return check
+
+
+def _path_map_spec(text: str) -> str:
+    try:
+        PathMap.parse([text])
+    except PathMapError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top: bool) -> None:
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    group = parser.add_argument_group("containerd and host")
+    group.add_argument(
+        "--address",
+        metavar="PATH",
+        type=_nonempty("the containerd address"),
+        default=default(env.get("CONTAINERD_ADDRESS") or DEFAULT_ADDRESS),
+        help=f"containerd's socket (default: $CONTAINERD_ADDRESS, else {DEFAULT_ADDRESS})",
+    )
+    group.add_argument(
+        "--namespace",
+        metavar="NS",
+        type=_nonempty("the containerd namespace"),
+        default=default(env.get("CONTAINERD_NAMESPACE") or DEFAULT_NAMESPACE),
+        help=f"containerd namespace (default: $CONTAINERD_NAMESPACE, else {DEFAULT_NAMESPACE})",
+    )
+    group.add_argument(
+        "--proc",
+        metavar="PATH",
+        default=default("/proc"),
+        help="the host's proc; mounts are read from PATH/1/mountinfo when it is not /proc",
+    )
+    group.add_argument(
+        "--path-map",
+        metavar="HOST=LOCAL",
+        action="append",
+        type=_path_map_spec,
+        default=default([]),
+        help="rewrite the host path prefix HOST to LOCAL in upperdir, rootfs and bind mount "
+        "sources (repeatable)",
+    )
+    group.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        type=str.lower,
+        default=default("warning"),
+        help="what to log on stderr (default: warning)",
+    )
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        usage=f"{PROG} [options] COMMAND [command options]",
+        description="Watch the Kubernetes workspace pods on this node, through containerd.",
+        epilog="Exit status: 0 done, 1 timed out, 2 usage error.",
+    )
+    _add_common(parser, env, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: Command, help: str, usage: str = "") -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name.value,
+            prog=f"{PROG} {name.value}",
+            help=help,
+            description=help,
+            usage=f"{PROG} {name.value} [options]{usage}",
+        )
+        _add_common(p, env, top=False)
+        return p
+
+    watch = command(
+        Command.WATCH,
+        "print one JSON line per workspace change, until interrupted",
+        " [--initial]",
+    )
+    watch.add_argument(
+        "--initial",
+        action="store_true",
+        help="first print the workspaces already there (as running or exited)",
+    )
+    for name, help in (
+        (Command.WAIT, "wait until the instance's workspace runs; print it as JSON"),
+        (Command.WAIT_STOP, "wait until the instance's workspace container is gone"),
+    ):
+        p = command(name, help, " INSTANCE_ID [--timeout SECONDS]")
+        p.add_argument("instance_id", metavar="INSTANCE_ID", type=_instance_id)
+        p.add_argument(
+            "--timeout",
+            metavar="SECONDS",
+            type=_timeout,
+            default=DEFAULT_TIMEOUT,
+            help="give up (exit 1) after this long (default: %(default)g)",
+        )
+    ls = command(Command.LS, "list the workspaces on this node", " [--json]")
+    ls.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    command(Command.DEMO, "a private containerd, some workspace pods, the watcher live (root)")
+    return parser
+
+
+def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Options:
+    """Parse `argv` (without the program name). Exits 2 with usage and one line on a mistake."""
+    env = os.environ if env is None else env
+    parser = build_parser(env)
+    ns = parser.parse_args(list(argv))
+    try:
+        path_map = PathMap.parse(ns.path_map)
+    except PathMapError as exc:  # a prefix given twice
+        parser.error(str(exc))
+    if not os.path.isdir(ns.proc):
+        parser.error(f"--proc {ns.proc}: not a directory")
+    return Options(
+        command=Command(ns.command),
+        address=ns.address,
+        namespace=ns.namespace,
+        proc=ns.proc,
+        path_map=path_map,
+        log_level=ns.log_level,
+        initial=getattr(ns, "initial", False),
+        instance_id=getattr(ns, "instance_id", ""),
+        timeout=getattr(ns, "timeout", DEFAULT_TIMEOUT),
+        json=getattr(ns, "json", False),
+    )
