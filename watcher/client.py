@@ -36,6 +36,7 @@ from containerd_protos.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from containerd_protos.services.version.v1 import version_pb2_grpc
 
 from . import decode
+from ._nursery import single_errors
 from .errors import ConnectError, ContainerdError, NotFound, UsageError
 from .records import ContainerRecord, Envelope, SnapshotMount, TaskRecord
 
@@ -237,14 +238,15 @@ class Client:
         call = self._events.Subscribe(request, metadata=self._metadata)
         send, receive = trio.open_memory_channel[Envelope | Exception](STREAM_BUFFER)
         leaving = threading.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._pump, call, send, leaving)
-            try:
-                yield Events(receive)
-            finally:
-                leaving.set()
-                call.cancel()
-                receive.close()
+        with single_errors():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, call, send, leaving)
+                try:
+                    yield Events(receive)
+                finally:
+                    leaving.set()
+                    call.cancel()
+                    receive.close()
 
     async def _pump(
         self, call: Any, send: trio.MemorySendChannel[Any], leaving: threading.Event

@@ -1,0 +1,421 @@
+"""The trio shell around the index: connect, subscribe, list, apply, reconnect.
+
+All decisions live in the pure `Index`; this module only moves data between containerd and
+it, in one task, so applying is never concurrent and the index needs no lock. The loop:
+
+1. open a client, **subscribe first**, then list containers and tasks and apply the listing as
+   one `Relisted` (so what happens during the listing is in the buffered stream, not lost);
+2. resolve what the index asks for (upperdirs from the Snapshots service, rootfs mount points
+   from the node's mount table), publish `Synced`, and from then on apply the stream;
+3. on any connection error: publish `Disconnected` (once per outage), wait with capped
+   exponential backoff, and start over at 1. The relist reconciles whatever was missed.
+
+Cancellation: everything here is cancellable at any await; leaving `open_watcher` cancels the
+loop, which cancels the gRPC calls and waits for the stream's pump thread to end.
+Error handling: `ConnectError`/`ContainerdError` from containerd are retried forever once the
+watcher has been ready; before that, the first failure propagates (a wrong address is a
+mistake to report, not to retry).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+import trio
+from trio_util import AsyncValue
+
+from . import cgroups, decode, mounts
+from ._nursery import single_errors
+from .changes import DEFAULT_BUFFER, ChangeHub, ChangeStream
+from .client import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, DEFAULT_TIMEOUT, Client, open_client
+from .errors import ConnectError, ContainerdError, NoCgroup, NotFound, NotResolved, UsageError
+from .index import Index
+from .labels import GITPOD_SCHEMES, LabelScheme
+from .records import (
+    ContainerChanged,
+    ContainerId,
+    ContainerSeen,
+    Disconnected,
+    Envelope,
+    Event,
+    InstanceId,
+    Relisted,
+    Resolved,
+    Synced,
+    TaskCreated,
+    Workspace,
+    WorkspaceChange,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything a watcher is configured with, built once (the CLI builds it from flags)."""
+
+    address: str = DEFAULT_ADDRESS
+    namespace: str = DEFAULT_NAMESPACE
+    schemes: Sequence[LabelScheme] = GITPOD_SCHEMES
+    #: the host's /proc: the mount table is read from PROC/1/mountinfo when not /proc
+    proc_root: str = "/proc"
+    path_map: mounts.PathMap = field(default_factory=mounts.PathMap)
+    #: first and longest wait between reconnection attempts
+    backoff_initial: float = 0.05
+    backoff_max: float = 2.0
+    #: deadline of each unary call to containerd
+    call_timeout: float = DEFAULT_TIMEOUT
+    #: changes buffered per follower before the oldest are dropped (see `changes()`)
+    change_buffer: int = DEFAULT_BUFFER
+
+    def __post_init__(self) -> None:
+        if not self.namespace:
+            raise UsageError("the containerd namespace must not be empty")
+        if not (0 < self.backoff_initial <= self.backoff_max):
+            raise UsageError("backoff must be positive, the initial one at most the maximum")
+        if self.call_timeout <= 0:
+            raise UsageError("the call timeout must be positive")
+
+
+class Watcher:
+    """A live index of the workspace containers on this node.
+
+    Synopsis::
+
+        async with open_watcher(address="/run/containerd/containerd.sock") as w:
+            ws = await w.wait_for_container(instance_id)   # running: PID, upperdir known
+            print(ws.pid, w.container_cgroup_path(ws.container_id))
+            print(await w.container_rootfs(ws.container_id))
+            with w.changes() as changes:
+                async for change in changes:
+                    ...
+            await w.wait_for_container_stop(instance_id)
+
+    Races, stated: a workspace can change again before a waiter runs, so waits return the
+    record that satisfied them; the accessors answer from the index as it is now.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._index = Index(self.settings.schemes)
+        self._generation = AsyncValue(0)
+        self._ready = AsyncValue(False)
+        self._hub = ChangeHub(self.settings.change_buffer)
+        self._client: Client | None = None
+        self._outage = False
+        self._mountinfo = mounts.mountinfo_path(self.settings.proc_root)
+        self._wake = trio.Event()
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the watcher until cancelled; `started()` once the first sync is done."""
+        backoff = self.settings.backoff_initial
+        started = False
+        while True:
+            try:
+                async with open_client(
+                    self.settings.address,
+                    self.settings.namespace,
+                    call_timeout=self.settings.call_timeout,
+                ) as client:
+                    async with client.subscribe() as events:
+                        self._client = client
+                        await self._resync(client, initial=not started)
+                        if not started:
+                            task_status.started()
+                            started = True
+                        backoff = self.settings.backoff_initial
+                        async for envelope in events:
+                            await self._handle(client, envelope)
+                    raise ConnectError("containerd closed the event stream")
+            except (ConnectError, ContainerdError) as exc:
+                if not started:
+                    raise
+                self._lost(exc)
+            finally:
+                self._client = None
+            with trio.move_on_after(backoff):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            backoff = min(backoff * 2, self.settings.backoff_max)
+
+    def _lost(self, exc: Exception) -> None:
+        self._ready.value = False
+        if not self._outage:
+            self._outage = True
+            log.warning("lost containerd: %s; reconnecting", exc)
+            self._hub.publish(Disconnected(ts=time.time(), error=str(exc)))
+        else:
+            log.debug("still no containerd: %s", exc)
+
+    async def _resync(self, client: Client, *, initial: bool) -> None:
+        containers = await client.list_containers()
+        tasks = await client.list_tasks()
+        candidates = tuple(c for c in containers if self._index.is_candidate(c.labels))
+        await self._apply(
+            client, Relisted(ts=time.time(), containers=candidates, tasks=tuple(tasks))
+        )
+        self._outage = False
+        self._ready.value = True
+        self._hub.publish(
+            Synced(ts=time.time(), workspaces=len(self._index.workspaces()), initial=initial)
+        )
+        log.info("synced: %d workspaces", len(self._index.workspaces()))
+
+    async def _handle(self, client: Client, envelope: Envelope) -> None:
+        event = envelope.event
+        if event is None:
+            return
+        if isinstance(event, ContainerChanged):
+            try:
+                record = await client.get_container(event.container_id)
+            except NotFound:
+                # deleted right after it was created: its delete event follows
+                return
+            if not self._index.is_candidate(record.labels):
+                return
+            event = ContainerSeen(ts=event.ts, container=record)
+        elif (
+            isinstance(event, TaskCreated)
+            and event.rootfs is None
+            and self._index.by_container(event.container_id) is not None
+        ):
+            event = replace(event, rootfs=self._find_rootfs(event.container_id))
+        await self._apply(client, event)
+
+    async def _apply(self, client: Client, event: Event) -> None:
+        changes = self._index.apply(event)
+        for cid in self._index.unresolved():
+            changes += self._index.apply(await self._resolve(client, cid, event.ts))
+        for change in changes:
+            if isinstance(change, WorkspaceChange) and change.kind.value == "running":
+                self._check_cgroup(change.workspace)
+            self._hub.publish(change)
+        if changes:
+            self._generation.value += 1
+
+    async def _resolve(self, client: Client, cid: ContainerId, ts: float) -> Resolved:
+        """Look up what the event stream did not tell: upperdir and rootfs."""
+        upperdir: str | None = None
+        snapshotter, key = _snapshot_of(self._index, cid)
+        try:
+            upperdir = decode.upperdir(await client.snapshot_mounts(snapshotter, key))
+        except NotFound:
+            log.warning("container %s: snapshot %s/%s not found", cid, snapshotter, key)
+        except ContainerdError as exc:
+            log.warning("container %s: snapshot mounts failed: %s", cid, exc)
+        if upperdir is None:
+            log.warning("container %s: no upperdir in snapshot %s/%s", cid, snapshotter, key)
+        return Resolved(ts=ts, container_id=cid, upperdir=upperdir, rootfs=self._find_rootfs(cid))
+
+    def _find_rootfs(self, cid: ContainerId) -> str | None:
+        # /proc reads are memory reads: cheap enough not to need a worker thread
+        try:
+            with open(self._mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+                table = mounts.parse_mountinfo(f.read())
+        except OSError as exc:
+            log.warning("cannot read the mount table %s: %s", self._mountinfo, exc)
+            return None
+        return mounts.find_rootfs(table, cid, namespace=self.settings.namespace)
+
+    def _check_cgroup(self, ws: Workspace) -> None:
+        if ws.pid is None or ws.cgroup_path is None:
+            return
+        path = f"{self.settings.proc_root}/{ws.pid}/cgroup"
+        try:
+            with open(path, encoding="utf-8") as f:
+                actual = cgroups.proc_cgroup_path(f.read())
+        except OSError:
+            return  # the task may be gone already, or /proc is not the host's
+        if actual is not None and not cgroups.cgroup_matches(ws.cgroup_path, actual):
+            log.warning(
+                "container %s: spec cgroup %s, but %s shows %s",
+                ws.container_id,
+                ws.cgroup_path,
+                path,
+                actual,
+            )
+
+    # --- waiting -------------------------------------------------------------------------
+
+    async def wait_until(self, find: Callable[[], T | None]) -> T:
+        """Wait until `find()` returns something other than None, and return that.
+
+        `find` is called now and after every change of the index, on the trio thread, so it
+        can read the watcher freely (`lambda: w.workspaces().get(iid)`); it must not block.
+        """
+        found: list[T] = []
+
+        def check(_: int) -> bool:
+            value = find()
+            if value is not None:
+                found.append(value)
+            return value is not None
+
+        await self._generation.wait_value(check)
+        return found[-1]
+
+    async def wait_for_container(self, instance_id: str) -> Workspace:
+        """The instance's workspace once its task runs with PID and upperdir resolved.
+
+        Waits as long as the caller's cancel scope allows (use `trio.fail_after`); returns
+        the record that satisfied the wait.
+        """
+        _check_id(instance_id, "instance id")
+
+        def running() -> Workspace | None:
+            ws = self._index.by_instance(InstanceId(instance_id))
+            return ws if ws is not None and ws.running else None
+
+        return await self.wait_until(running)
+
+    async def wait_for_container_stop(self, instance_id: str) -> None:
+        """Return once no workspace container of the instance is left (at once if none is)."""
+        _check_id(instance_id, "instance id")
+        gone = self._index.by_instance(InstanceId(instance_id)) is None
+        if not gone:
+            await self.wait_until(
+                lambda: True if self._index.by_instance(InstanceId(instance_id)) is None else None
+            )
+
+    async def is_ready(self) -> bool:
+        """containerd is serving and the last (re)sync is done."""
+        await trio.lowlevel.checkpoint()
+        return bool(self._ready.value)
+
+    async def wait_ready(self, ready: bool = True) -> None:
+        """Wait until the watcher is synced with containerd (or, `ready=False`, has lost it)."""
+        await self._ready.wait_value(ready)
+
+    def reconnect_now(self) -> None:
+        """Cut the current back-off wait short: reconnect at once (e.g. on SIGHUP)."""
+        self._wake.set()
+
+    # --- queries -------------------------------------------------------------------------
+
+    def workspaces(self) -> Mapping[InstanceId, Workspace]:
+        """A snapshot: each instance with its newest workspace container."""
+        return dict(self._index.workspaces())
+
+    def workspace(self, container_id: str) -> Workspace:
+        ws = self._index.by_container(ContainerId(container_id))
+        if ws is None:
+            raise NotFound(f"no workspace container {container_id!r} on this node")
+        return ws
+
+    def instance(self, instance_id: str) -> Workspace:
+        ws = self._index.by_instance(InstanceId(instance_id))
+        if ws is None:
+            raise NotFound(f"no workspace instance {instance_id!r} on this node")
+        return ws
+
+    async def container_exists(self, container_id: str) -> bool:
+        """Ask containerd (not the index) whether the container exists. Errors raise."""
+        _check_id(container_id, "container id")
+        client = self._client
+        if client is None:
+            raise ConnectError("not connected to containerd")
+        try:
+            await client.get_container(container_id)
+        except NotFound:
+            return False
+        return True
+
+    def container_pid(self, container_id: str) -> int:
+        ws = self.workspace(container_id)
+        if ws.pid is None:
+            raise NotResolved(f"container {container_id} has no task (yet)")
+        return ws.pid
+
+    def container_cgroup_path(self, container_id: str) -> str:
+        ws = self.workspace(container_id)
+        if ws.cgroup_path is None:
+            raise NoCgroup(f"container {container_id} has no known cgroup path")
+        return ws.cgroup_path
+
+    def container_upperdir(self, container_id: str, *, unmapped: bool = False) -> str:
+        ws = self.workspace(container_id)
+        if ws.upperdir is None:
+            raise NotResolved(f"container {container_id} has no known upperdir (yet)")
+        return ws.upperdir if unmapped else self.settings.path_map.map(ws.upperdir)
+
+    async def container_rootfs(self, container_id: str, *, unmapped: bool = False) -> str:
+        """The container's rootfs mount point, from the index or else the mount table now."""
+        ws = self.workspace(container_id)
+        rootfs = ws.rootfs
+        if rootfs is None:
+            await trio.lowlevel.checkpoint()
+            rootfs = self._find_rootfs(ws.container_id)
+        if rootfs is None:
+            raise NotResolved(f"container {container_id} has no rootfs mounted")
+        return rootfs if unmapped else self.settings.path_map.map(rootfs)
+
+    def changes(self) -> _ChangesContext:
+        """Follow lifecycle changes: `with w.changes() as changes: async for c in changes:`.
+
+        Registered when called, so nothing published after the call is missed. A follower
+        that falls `change_buffer` changes behind gets a `Lagged` in place of the oldest
+        ones (then `workspaces()` tells the current state); the watcher never waits for it.
+        """
+        return _ChangesContext(self._hub)
+
+    def close(self) -> None:
+        self._hub.close()
+
+
+class _ChangesContext:
+    def __init__(self, hub: ChangeHub) -> None:
+        self._cm = hub.subscribe()
+
+    def __enter__(self) -> ChangeStream:
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(None, None, None)
+
+
+def _check_id(value: str, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"empty {what}")
+    if len(value) > 1024:
+        raise UsageError(f"{what} of {len(value)} characters is not an id")
+
+
+def _snapshot_of(index: Index, cid: ContainerId) -> tuple[str, str]:
+    record = index.container_record(cid)
+    if record is not None and record.snapshotter:
+        return record.snapshotter, record.snapshot_key or cid
+    return "overlayfs", cid
+
+
+@asynccontextmanager
+async def open_watcher(
+    address: str = DEFAULT_ADDRESS,
+    namespace: str = DEFAULT_NAMESPACE,
+    *,
+    settings: Settings | None = None,
+) -> AsyncIterator[Watcher]:
+    """A running `Watcher`, synced with containerd when the block starts.
+
+    Raises `ConnectError` when containerd cannot be reached for the first sync; after that
+    the watcher reconnects by itself for as long as the block runs.
+    """
+    if settings is None:
+        settings = Settings(address=address, namespace=namespace)
+    watcher = Watcher(settings)
+    with single_errors():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watcher.serve)
+            try:
+                yield watcher
+            finally:
+                watcher.close()
+                nursery.cancel_scope.cancel()
