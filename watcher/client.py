@@ -30,7 +30,9 @@ import trio
 from google.protobuf import empty_pb2
 
 from containerd_protos.services.containers.v1 import containers_pb2, containers_pb2_grpc
+from containerd_protos.services.content.v1 import content_pb2, content_pb2_grpc
 from containerd_protos.services.events.v1 import events_pb2, events_pb2_grpc
+from containerd_protos.services.images.v1 import images_pb2, images_pb2_grpc
 from containerd_protos.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
 from containerd_protos.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from containerd_protos.services.version.v1 import version_pb2_grpc
@@ -38,7 +40,7 @@ from containerd_protos.services.version.v1 import version_pb2_grpc
 from . import decode
 from ._nursery import single_errors
 from .errors import ConnectError, ContainerdError, NotFound, UsageError
-from .records import ContainerRecord, Envelope, SnapshotMount, TaskRecord
+from .records import ContainerRecord, Envelope, ImageInfo, SnapshotMount, TaskRecord
 
 DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
 DEFAULT_NAMESPACE = "k8s.io"
@@ -158,6 +160,8 @@ class Client:
         self._snapshots = snapshots_pb2_grpc.SnapshotsStub(self._channel)
         self._events = events_pb2_grpc.EventsStub(self._channel)
         self._version = version_pb2_grpc.VersionStub(self._channel)
+        self._images = images_pb2_grpc.ImagesStub(self._channel)
+        self._content = content_pb2_grpc.ContentStub(self._channel)
         # one thread per live subscription; a separate limiter keeps them off trio's default
         self._stream_limiter = trio.CapacityLimiter(8)
 
@@ -223,6 +227,49 @@ class Client:
         what = f"snapshot {snapshotter}/{key}"
         resp = await self._unary(self._snapshots.Mounts, req, what)
         return decode.snapshot_mounts(resp.mounts)
+
+    async def image(self, name: str) -> ImageInfo:
+        """The image `name` (as a container's `image` names it): digest, id, size, annotations.
+
+        Reads the manifest (and, for a multi-platform index, the linux/amd64 or else first
+        manifest) from the content store; nothing is pulled or changed.
+        """
+        req = images_pb2.GetImageRequest(name=name)
+        image = (await self._unary(self._images.Get, req, f"image {name}")).image
+        manifest: dict[str, Any] | None = None
+        try:
+            blob = await self._read_blob(image.target.digest)
+            manifest = decode.manifest(blob)
+            if manifest is not None and decode.is_index(image.target.media_type, manifest):
+                chosen = decode.pick_manifest(manifest)
+                manifest = decode.manifest(await self._read_blob(chosen)) if chosen else None
+        except NotFound:
+            manifest = None
+        return decode.image_info(image, manifest)
+
+    async def _read_blob(self, digest: str) -> bytes:
+        """A (small) content blob, e.g. a manifest: Content.Read is a server stream."""
+        req = content_pb2.ReadContentRequest(digest=digest)
+        call = self._content.Read(req, metadata=self._metadata, timeout=self.call_timeout)
+
+        def collect() -> bytes:
+            data = bytearray()
+            for chunk in call:
+                data += chunk.data
+                if len(data) > MAX_MESSAGE_BYTES:
+                    raise ContainerdError(f"blob {digest} is larger than a manifest can be")
+            return bytes(data)
+
+        try:
+            # abandoning is safe: call.cancel() below ends the thread within milliseconds
+            return await trio.to_thread.run_sync(
+                collect, limiter=self._stream_limiter, abandon_on_cancel=True
+            )
+        except trio.Cancelled:
+            call.cancel()
+            raise
+        except grpc.RpcError as exc:
+            raise _translate(exc, self.path, f"content {digest}") from None
 
     @asynccontextmanager
     async def subscribe(self, filters: Sequence[str] | None = None) -> AsyncIterator[Events]:

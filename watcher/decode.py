@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from containerd_protos.events import container_pb2, task_pb2
 from containerd_protos.services.containers.v1 import containers_pb2
+from containerd_protos.services.images.v1 import images_pb2
 from containerd_protos.types import event_pb2, mount_pb2
 from containerd_protos.types.task import task_pb2 as task_types_pb2
 
@@ -30,6 +31,7 @@ from .records import (
     CriSandboxMeta,
     Envelope,
     Event,
+    ImageInfo,
     Mount,
     SandboxId,
     SnapshotMount,
@@ -68,8 +70,12 @@ _TASK_STATUS = {
 
 
 def timestamp(ts: Timestamp, *, present: bool = True) -> float | None:
-    """A protobuf Timestamp as epoch seconds; None for an unset (zero) one."""
-    if not present or (ts.seconds == 0 and ts.nanos == 0):
+    """A protobuf Timestamp as epoch seconds; None for an unset one.
+
+    Unset is either absent, zero, or Go's zero `time.Time` (year 1, a large negative
+    number of seconds), which containerd sends for a task that has not exited.
+    """
+    if not present or ts.seconds <= 0:
         return None
     return ts.seconds + ts.nanos / 1e9
 
@@ -248,6 +254,62 @@ def _cri_sandbox(cid: ContainerId, pb: containers_pb2.Container) -> CriSandboxMe
         uid=_opt_str(smeta.get("uid")),
         attempt=_opt_int(smeta.get("attempt")) or 0,
         annotations=_str_map(config.get("annotations")),
+    )
+
+
+# --- images --------------------------------------------------------------------------------
+
+_INDEX_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+
+
+def manifest(blob: bytes) -> dict[str, Any] | None:
+    """A manifest or index blob as a dict; None when it is not a JSON object."""
+    try:
+        loaded = json.loads(blob)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def is_index(media_type: str, doc: Mapping[str, Any]) -> bool:
+    return media_type in _INDEX_TYPES or doc.get("mediaType") in _INDEX_TYPES
+
+
+def pick_manifest(index: Mapping[str, Any]) -> str | None:
+    """The digest of the linux/amd64 manifest of an index, else of its first one."""
+    entries = [m for m in index.get("manifests", ()) if isinstance(m, dict) and m.get("digest")]
+    for m in entries:
+        platform = m.get("platform") or {}
+        if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
+            return str(m["digest"])
+    return str(entries[0]["digest"]) if entries else None
+
+
+def image_info(pb: images_pb2.Image, doc: Mapping[str, Any] | None) -> ImageInfo:
+    """Image record + its (platform) manifest → `ImageInfo`; size/id None without one."""
+    size: int | None = None
+    image_id: str | None = None
+    annotations = dict(pb.target.annotations)
+    if doc is not None:
+        config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+        assert isinstance(config, dict)
+        layers = [layer for layer in doc.get("layers", ()) if isinstance(layer, dict)]
+        image_id = _opt_str(config.get("digest"))
+        sizes = [config.get("size", 0), *(layer.get("size", 0) for layer in layers)]
+        size = sum(s for s in sizes if isinstance(s, int))
+        annotations.update(_str_map(doc.get("annotations")))
+    return ImageInfo(
+        name=pb.name,
+        digest=pb.target.digest,
+        media_type=pb.target.media_type,
+        id=image_id,
+        size=size,
+        annotations=annotations,
+        labels=dict(pb.labels),
+        created_at=timestamp(pb.created_at, present=pb.HasField("created_at")),
     )
 
 

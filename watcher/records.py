@@ -122,6 +122,25 @@ class SnapshotMount:
     options: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageInfo:
+    """An image as containerd's Images and Content services describe it (read-only).
+
+    `digest` is the manifest's (what a registry pulls by), `id` the config's (what CRI calls
+    the image id and stores as a container's `image_ref`), `size` the config plus all layers
+    as stored (compressed) in the content store.
+    """
+
+    name: str
+    digest: str
+    media_type: str
+    id: str | None
+    size: int | None
+    annotations: Mapping[str, str]
+    labels: Mapping[str, str]
+    created_at: float | None
+
+
 # --- events: what the index is fed -------------------------------------------------------
 # `ts` on every event is the wall-clock time the watcher learned of it (the shell stamps it),
 # so the index itself never reads a clock.

@@ -43,11 +43,13 @@ from .records import (
     Disconnected,
     Envelope,
     Event,
+    ImageInfo,
     InstanceId,
     Relisted,
     Resolved,
     Synced,
     TaskCreated,
+    TaskRecord,
     Workspace,
     WorkspaceChange,
 )
@@ -320,14 +322,29 @@ class Watcher:
     async def container_exists(self, container_id: str) -> bool:
         """Ask containerd (not the index) whether the container exists. Errors raise."""
         _check_id(container_id, "container id")
-        client = self._client
-        if client is None:
-            raise ConnectError("not connected to containerd")
         try:
-            await client.get_container(container_id)
+            await self._connected().get_container(container_id)
         except NotFound:
             return False
         return True
+
+    async def task_info(self, container_id: str) -> TaskRecord:
+        """The container's task as containerd reports it now (status, PID, exit status).
+
+        Raises `NotFound` when the container has no task (not started, or deleted).
+        """
+        _check_id(container_id, "container id")
+        return await self._connected().get_task(container_id)
+
+    async def image_info(self, container_id: str) -> ImageInfo:
+        """The image of a workspace container: name, digest, id, size, annotations."""
+        ws = self.workspace(container_id)
+        return await self._connected().image(ws.image)
+
+    def _connected(self) -> Client:
+        if self._client is None:
+            raise ConnectError("not connected to containerd")
+        return self._client
 
     def container_pid(self, container_id: str) -> int:
         ws = self.workspace(container_id)

@@ -187,3 +187,9 @@ def test_unknown_and_garbage_events_are_skipped() -> None:
     env.event.type_url = "containerd.events.TaskCreate"
     env.event.value = b"\xff\xff\xff"
     assert decode.envelope(env, ts=1.0).event is None
+
+
+def test_go_zero_time_is_no_time() -> None:
+    pb = task_types_pb2.Process(id=CID, pid=1, status=task_types_pb2.Status.RUNNING)
+    pb.exited_at.seconds = -62135596800  # Go's time.Time{} as containerd sends it
+    assert decode.task(pb).exited_at is None
