@@ -1,1 +1,89 @@
-"""ws-watcher: a containerd-native watcher of Kubernetes workspace pods."""
+"""ws-watcher: a containerd-native, event-driven watcher of Kubernetes workspace pods.
+
+The public API, re-exported flat. Resolved lazily so that the pure core (`watcher.index`,
+`watcher.labels`, ...) imports without pulling in grpc and trio.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .changes import Lagged
+    from .errors import (
+        ConnectError,
+        ContainerdError,
+        NoCgroup,
+        NotFound,
+        NotResolved,
+        UsageError,
+        WatcherError,
+    )
+    from .labels import GITPOD_SCHEMES, LabelScheme
+    from .records import (
+        ChangeKind,
+        Disconnected,
+        ImageInfo,
+        Synced,
+        TaskRecord,
+        Workspace,
+        WorkspaceChange,
+        WorkspaceState,
+    )
+    from .watcher import Settings, Watcher, open_watcher
+
+_EXPORTS = {
+    "Lagged": "changes",
+    "ConnectError": "errors",
+    "ContainerdError": "errors",
+    "NoCgroup": "errors",
+    "NotFound": "errors",
+    "NotResolved": "errors",
+    "UsageError": "errors",
+    "WatcherError": "errors",
+    "GITPOD_SCHEMES": "labels",
+    "LabelScheme": "labels",
+    "ChangeKind": "records",
+    "Disconnected": "records",
+    "ImageInfo": "records",
+    "Synced": "records",
+    "TaskRecord": "records",
+    "Workspace": "records",
+    "WorkspaceChange": "records",
+    "WorkspaceState": "records",
+    "Settings": "watcher",
+    "Watcher": "watcher",
+    "open_watcher": "watcher",
+}
+
+__all__ = [
+    "GITPOD_SCHEMES",
+    "ChangeKind",
+    "ConnectError",
+    "ContainerdError",
+    "Disconnected",
+    "ImageInfo",
+    "LabelScheme",
+    "Lagged",
+    "NoCgroup",
+    "NotFound",
+    "NotResolved",
+    "Settings",
+    "Synced",
+    "TaskRecord",
+    "UsageError",
+    "Watcher",
+    "WatcherError",
+    "Workspace",
+    "WorkspaceChange",
+    "WorkspaceState",
+    "open_watcher",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'watcher' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
