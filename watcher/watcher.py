@@ -20,6 +20,7 @@ mistake to report, not to retry).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -32,7 +33,15 @@ from trio_util import AsyncValue
 from . import cgroups, decode, mounts
 from ._nursery import single_errors
 from .changes import DEFAULT_BUFFER, ChangeHub, ChangeStream
-from .client import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, DEFAULT_TIMEOUT, Client, open_client
+from .client import (
+    DEFAULT_ADDRESS,
+    DEFAULT_NAMESPACE,
+    DEFAULT_TIMEOUT,
+    Client,
+    Events,
+    open_client,
+)
+from .corrections import Corrections
 from .errors import ConnectError, ContainerdError, NoCgroup, NotFound, NotResolved, UsageError
 from .index import Index
 from .labels import GITPOD_SCHEMES, LabelScheme
@@ -56,6 +65,10 @@ from .records import (
 
 log = logging.getLogger(__name__)
 
+#: a stream this long without events is checked with a Version call: a containerd that is
+#: wedged, or a connection that died silently, is noticed within this time
+HEALTH_CHECK_INTERVAL = 10.0
+
 T = TypeVar("T")
 
 
@@ -76,6 +89,8 @@ class Settings:
     call_timeout: float = DEFAULT_TIMEOUT
     #: changes buffered per follower before the oldest are dropped (see `changes()`)
     change_buffer: int = DEFAULT_BUFFER
+    #: seconds between safety relists on a live stream (0: never); like the kubelet's relist
+    relist_interval: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.namespace:
@@ -84,6 +99,8 @@ class Settings:
             raise UsageError("backoff must be positive, the initial one at most the maximum")
         if self.call_timeout <= 0:
             raise UsageError("the call timeout must be positive")
+        if self.relist_interval < 0:
+            raise UsageError("the relist interval must not be negative (0 turns it off)")
 
 
 class Watcher:
@@ -114,6 +131,12 @@ class Watcher:
         self._outage = False
         self._mountinfo = mounts.mountinfo_path(self.settings.proc_root)
         self._wake = trio.Event()
+        self._suspects = Corrections()
+
+    @property
+    def corrections(self) -> int:
+        """How many changes safety relists had to make: events the stream never delivered."""
+        return self._suspects.count
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -123,21 +146,21 @@ class Watcher:
         started = False
         while True:
             try:
-                async with open_client(
-                    self.settings.address,
-                    self.settings.namespace,
-                    call_timeout=self.settings.call_timeout,
-                ) as client:
-                    async with client.subscribe() as events:
-                        self._client = client
-                        await self._resync(client, initial=not started)
-                        if not started:
-                            task_status.started()
-                            started = True
-                        backoff = self.settings.backoff_initial
-                        async for envelope in events:
-                            await self._handle(client, envelope)
-                    raise ConnectError("containerd closed the event stream")
+                async with (
+                    open_client(
+                        self.settings.address,
+                        self.settings.namespace,
+                        call_timeout=self.settings.call_timeout,
+                    ) as client,
+                    client.subscribe() as events,
+                ):
+                    self._client = client
+                    await self._resync(client, initial=not started)
+                    if not started:
+                        task_status.started()
+                        started = True
+                    backoff = self.settings.backoff_initial
+                    await self._follow(client, events)
             except (ConnectError, ContainerdError) as exc:
                 if not started:
                     raise
@@ -149,6 +172,42 @@ class Watcher:
             self._wake = trio.Event()
             backoff = min(backoff * 2, self.settings.backoff_max)
 
+    async def _follow(self, client: Client, events: Events) -> None:
+        """Apply the stream; between events, relist on schedule and check containerd lives.
+
+        Only the wait for the next envelope is ever interrupted (a memory-channel receive
+        loses nothing when cancelled); handling an envelope always runs to its end.
+        """
+        interval = self.settings.relist_interval
+        next_relist = trio.current_time() + interval if interval > 0 else math.inf
+        while True:
+            now = trio.current_time()
+            idle_until = now + HEALTH_CHECK_INTERVAL
+            envelope: Envelope | None = None
+            with trio.move_on_at(min(next_relist, idle_until, self._suspects.next_due())):
+                try:
+                    envelope = await events.__anext__()
+                except StopAsyncIteration:
+                    raise ConnectError("containerd closed the event stream") from None
+            if envelope is not None:
+                if envelope.event is not None:
+                    self._suspects.confirm(getattr(envelope.event, "container_id", None))
+                await self._handle(client, envelope)
+                continue
+            now = trio.current_time()
+            self._suspects.report_due(now)
+            if now >= next_relist:
+                await self._relist(client)
+                next_relist = trio.current_time() + interval
+            elif now >= idle_until:
+                await client.version()  # a quiet stream: is anybody there?
+
+    async def _relist(self, client: Client) -> None:
+        """The safety relist: whatever it changes is an event the stream did not deliver."""
+        changes = await self._resync(client, initial=False, announce=False)
+        for change in changes:
+            self._suspects.suspect(change, trio.current_time())
+
     def _lost(self, exc: Exception) -> None:
         self._ready.value = False
         if not self._outage:
@@ -158,19 +217,21 @@ class Watcher:
         else:
             log.debug("still no containerd: %s", exc)
 
-    async def _resync(self, client: Client, *, initial: bool) -> None:
+    async def _resync(
+        self, client: Client, *, initial: bool, announce: bool = True
+    ) -> list[WorkspaceChange]:
         containers = await client.list_containers()
         tasks = await client.list_tasks()
         candidates = tuple(c for c in containers if self._index.is_candidate(c.labels))
-        await self._apply(
-            client, Relisted(ts=time.time(), containers=candidates, tasks=tuple(tasks))
-        )
+        listing = Relisted(ts=time.time(), containers=candidates, tasks=tuple(tasks))
+        changes = await self._apply(client, listing)
         self._outage = False
+        if announce:
+            count = len(self._index.workspaces())
+            self._hub.publish(Synced(ts=time.time(), workspaces=count, initial=initial))
+            log.info("synced: %d workspaces", count)
         self._ready.value = True
-        self._hub.publish(
-            Synced(ts=time.time(), workspaces=len(self._index.workspaces()), initial=initial)
-        )
-        log.info("synced: %d workspaces", len(self._index.workspaces()))
+        return changes
 
     async def _handle(self, client: Client, envelope: Envelope) -> None:
         event = envelope.event
@@ -193,7 +254,7 @@ class Watcher:
             event = replace(event, rootfs=self._find_rootfs(event.container_id))
         await self._apply(client, event)
 
-    async def _apply(self, client: Client, event: Event) -> None:
+    async def _apply(self, client: Client, event: Event) -> list[WorkspaceChange]:
         changes = self._index.apply(event)
         for cid in self._index.unresolved():
             changes += self._index.apply(await self._resolve(client, cid, event.ts))
@@ -203,6 +264,7 @@ class Watcher:
             self._hub.publish(change)
         if changes:
             self._generation.value += 1
+        return changes
 
     async def _resolve(self, client: Client, cid: ContainerId, ts: float) -> Resolved:
         """Look up what the event stream did not tell: upperdir and rootfs."""

@@ -1,0 +1,54 @@
+"""A relisted change is only a missed event if no event about it follows within the grace."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from watcher.corrections import Corrections
+from watcher.records import (
+    ChangeKind,
+    ContainerId,
+    InstanceId,
+    SandboxId,
+    Workspace,
+    WorkspaceChange,
+)
+
+
+def _change(cid: str) -> WorkspaceChange:
+    ws = Workspace(
+        instance_id=InstanceId("i-" + cid),
+        workspace_id=None,
+        owner_id=None,
+        pod_name="p",
+        pod_namespace="default",
+        pod_uid="u",
+        sandbox_id=SandboxId("s"),
+        container_id=ContainerId(cid),
+        image="img",
+        pod_labels={},
+        created_at=None,
+    )
+    return WorkspaceChange(kind=ChangeKind.REMOVED, ts=0.0, workspace=ws)
+
+
+def test_confirmed_suspect_is_not_counted() -> None:
+    c = Corrections(grace=5)
+    c.suspect(_change("a"), now=0)
+    assert c.next_due() == 5
+    c.confirm("a")
+    assert c.report_due(now=10) == 0 and c.count == 0
+
+
+def test_unconfirmed_suspect_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    c = Corrections(grace=5)
+    c.suspect(_change("a"), now=0)
+    c.suspect(_change("b"), now=3)
+    c.confirm("zzz")
+    with caplog.at_level(logging.WARNING):
+        assert c.report_due(now=4) == 0
+        assert c.report_due(now=5) == 1
+    assert c.count == 1 and "container a" in caplog.text and "removed" in caplog.text
+    assert c.next_due() == 8

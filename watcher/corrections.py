@@ -1,0 +1,52 @@
+"""Bookkeeping of what safety relists correct, without false alarms.
+
+A relist may find a change whose event is merely still in flight (listed after containerd
+published it, before the stream delivered it). Such a change is only *suspected* missed; an
+event about the same container within `GRACE` seconds clears the suspicion. What is still
+suspected after that was really missed: it is logged with the container id and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from .records import WorkspaceChange
+
+log = logging.getLogger("watcher.watcher")
+
+#: seconds an event may lag behind a listing of the same moment
+GRACE = 5.0
+
+
+class Corrections:
+    def __init__(self, grace: float = GRACE) -> None:
+        self.grace = grace
+        self.count = 0
+        self._suspects: dict[str, tuple[float, WorkspaceChange]] = {}
+
+    def suspect(self, change: WorkspaceChange, now: float) -> None:
+        cid = change.workspace.container_id
+        due, first = self._suspects.get(cid, (now + self.grace, change))
+        self._suspects[cid] = (due, first)
+
+    def confirm(self, container_id: str | None) -> None:
+        """An event about this container arrived: its relisted change was not missed."""
+        if container_id is not None:
+            self._suspects.pop(container_id, None)
+
+    def next_due(self) -> float:
+        return min((due for due, _ in self._suspects.values()), default=math.inf)
+
+    def report_due(self, now: float) -> int:
+        due = [cid for cid, (at, _) in self._suspects.items() if at <= now]
+        for cid in due:
+            _, change = self._suspects.pop(cid)
+            self.count += 1
+            log.warning(
+                "relist corrected a missed event: container %s of instance %s %s",
+                cid,
+                change.workspace.instance_id,
+                change.kind.value,
+            )
+        return len(due)
