@@ -78,7 +78,7 @@ from containerd_protos.services.version.v1 import version_pb2, version_pb2_grpc
 from containerd_protos.types import event_pb2, mount_pb2
 from containerd_protos.types.task import task_pb2 as task_types
 
-from .fake_filters import UNSUPPORTED, Filter, FilterError, _Unsupported, parse_all
+from .fake_filters import UNSUPPORTED, Filter, FilterError, Unsupported, parse_all
 from .labels import mk2_labels
 
 #: the CRI plugin's namespace, where kubelet pods live
@@ -1285,8 +1285,8 @@ _SYNTH_CONTAINER_EXT = (
 
 def _envelope_adaptor(
     envelope: event_pb2.Envelope,
-) -> Callable[[tuple[str, ...]], str | _Unsupported | None]:
-    def adaptor(path: tuple[str, ...]) -> str | _Unsupported | None:
+) -> Callable[[tuple[str, ...]], str | Unsupported | None]:
+    def adaptor(path: tuple[str, ...]) -> str | Unsupported | None:
         if path == ("namespace",):
             return envelope.namespace
         if path == ("topic",):
@@ -1298,8 +1298,8 @@ def _envelope_adaptor(
 
 def _container_adaptor(
     pb: containers_pb2.Container,
-) -> Callable[[tuple[str, ...]], str | _Unsupported | None]:
-    def adaptor(path: tuple[str, ...]) -> str | _Unsupported | None:
+) -> Callable[[tuple[str, ...]], str | Unsupported | None]:
+    def adaptor(path: tuple[str, ...]) -> str | Unsupported | None:
         match path:
             case ("id",):
                 return pb.id

@@ -34,7 +34,7 @@ class FilterError(ValueError):
     """A filter string containerd would reject (the fake answers INVALID_ARGUMENT)."""
 
 
-class _Unsupported:
+class Unsupported:
     """Type of `UNSUPPORTED`: the adaptor does not model this field."""
 
     def __repr__(self) -> str:
@@ -42,9 +42,9 @@ class _Unsupported:
 
 
 #: what an adaptor returns for a field it does not model: the selector then matches
-UNSUPPORTED: Final = _Unsupported()
+UNSUPPORTED: Final = Unsupported()
 
-Adaptor = Callable[[tuple[str, ...]], "str | _Unsupported | None"]
+Adaptor = Callable[[tuple[str, ...]], "str | Unsupported | None"]
 
 _OPERATORS = ("==", "!=", "~=")
 _FIELD_START = re.compile(r"[A-Za-z_]")
@@ -62,7 +62,7 @@ class Selector:
 
     def matches(self, adaptor: Adaptor) -> bool:
         found = adaptor(self.path)
-        if isinstance(found, _Unsupported):
+        if isinstance(found, Unsupported):
             return True
         if self.op is None:
             return found is not None
