@@ -18,6 +18,7 @@ fails loudly instead of hanging.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -186,7 +187,8 @@ async def demo(opts: Options, emit: Emit | None = None) -> int:
     finally:
         with trio.CancelScope(shield=True):
             if ctrd is not None:
-                narrate("cleaning up: pods, containerd, mounts, cgroups, " + str(ctrd.base))
+                with contextlib.suppress(OSError):  # stdout gone: clean up all the same
+                    narrate(f"cleaning up: pods, containerd, mounts, cgroups, {ctrd.base}")
             await _in_thread(_clean_up, ctrd, pods)
     narrate("interrupted; everything cleaned up" if interrupted else "done")
     return 0
