@@ -436,28 +436,30 @@ def test_stop_leaves_no_threads(sockdir: str) -> None:
     assert fake_threads() == []
 
 
-def test_synthetic_workspaces(fake: FakeContainerd, channel: grpc.Channel) -> None:
+async def test_synthetic_workspaces(fake: FakeContainerd) -> None:
     started = time.monotonic()
     pods = fake.add_synthetic_workspaces(10_000)
     assert time.monotonic() - started < 10  # about one second on a CI machine
     assert len(pods) == 10_000 and len({p.labels["gitpod.io/instanceID"] for p in pods}) == 10_000
-    stub = containers_pb2_grpc.ContainersStub(channel)
-    streamed = list(
-        stub.ListStream(containers_pb2.ListContainersRequest(), metadata=NS_MD, timeout=60)
-    )
-    assert len(streamed) == 20_000
-    records = {m.container.id: decode.container(m.container) for m in streamed}
+    assert len(fake.container_ids()) == 20_000
     pod = pods[1234]
-    sandbox, workspace = records[pod.sandbox_id], records[pod.containers["workspace"]]
+    cid = pod.containers["workspace"]
+    async with open_client(fake.address) as client:
+        sandbox = await client.get_container(pod.sandbox_id)
+        workspace = await client.get_container(cid)
+        task = await client.get_task(cid)
+        mounts = await client.snapshot_mounts(workspace.snapshotter, workspace.snapshot_key)
+    assert sandbox.kind == "sandbox"
     assert sandbox.labels["gitpod.io/managed-by"] == "ws-manager-mk2"
     assert sandbox.labels["metaID"] == pod.labels["metaID"]
     assert sandbox.labels["workspaceID"] == sandbox.labels["gitpod.io/instanceID"]
+    assert sandbox.labels["io.kubernetes.pod.uid"] == pod.uid
     assert workspace.labels["io.kubernetes.container.name"] == "workspace"
-    assert workspace.cgroup_path == f"{pod.cgroup_parent}/{workspace.id}"
+    assert workspace.cgroup_path == f"{pod.cgroup_parent}/{cid}"
     assert workspace.cri_container is not None
     assert workspace.cri_container.sandbox_id == pod.sandbox_id
-    task = fake.task(workspace.id)
-    assert task is not None and task.pid == pod.pids[workspace.id]
+    assert (task.pid, task.status) == (pod.pids[cid], TaskStatus.RUNNING)
+    assert decode.upperdir(mounts) is not None
 
 
 # --- the filter language ----------------------------------------------------------------
