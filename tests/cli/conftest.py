@@ -160,6 +160,10 @@ class WsWatcher:
         argv = [*prefix, sys.executable, "-m", "watcher", *args]
         if address is not None:
             argv += ["--address", address or self.address]
+        return self.spawn(*argv, **popen)
+
+    def spawn(self, *argv: str, **popen: Any) -> Running:
+        """Start any program (an example script); killed at the end of the test."""
         env = dict(os.environ)
         env.pop("CONTAINERD_ADDRESS", None)
         env.pop("CONTAINERD_NAMESPACE", None)
