@@ -18,7 +18,7 @@ Synopsis::
         fake.delay(Rpc.TASKS_LIST, 1.5)
         fake.drop_streams()               # every Subscribe ends with UNAVAILABLE
         fake.withhold_next()              # the next event is never delivered
-        fake.stop(); fake.start()         # containerd restarted on the same socket
+        fake.kill(); fake.start()         # containerd SIGKILLed, restarted on the same socket
         assert {c.method for c in fake.calls()} <= READ_ONLY_RPCS
 
 Rules of the fake:
@@ -50,6 +50,7 @@ import itertools
 import json
 import math
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -394,8 +395,9 @@ class FakeContainerd:
     def stop(self) -> None:
         """Stop at once (grace 0), as a killed containerd would: in-flight calls and event
         streams end with UNAVAILABLE (what grpc tells a client whose server went away),
-        delayed calls are released, worker threads joined. The state is kept for `start()`.
-        Stopping a stopped fake does nothing."""
+        delayed calls are released, worker threads joined, the socket file removed (`kill()`
+        leaves a dead one). The state is kept for `start()`. Stopping a stopped fake does
+        nothing."""
         with self._lock:
             server, executor = self._server, self._executor
             if server is None:
@@ -412,6 +414,16 @@ class FakeContainerd:
         executor.shutdown(wait=True)
         with suppress(FileNotFoundError):
             self._socket.unlink()
+
+    def kill(self) -> None:
+        """`stop()`, leaving a dead socket file behind, as a SIGKILLed containerd does: the
+        path still looks like a socket, connecting to it is refused. `start()` replaces it."""
+        self.stop()
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            stale.bind(str(self._socket))
+        finally:
+            stale.close()
 
     def restart(self) -> None:
         """`stop()` then `start()` on the same socket path."""
