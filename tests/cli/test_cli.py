@@ -226,6 +226,10 @@ def test_watch_maps_host_paths(
     running = watching.until(is_event("running", "w-map"))[-1]
     assert running["upperdir"].startswith(f"/host{base}/root/")
     assert running["rootfs"].startswith(f"/host{base}/state/")
+    binds = [m for m in running["mounts"] if m["type"] == "bind"]
+    assert binds  # /etc/hosts, /etc/resolv.conf, ... from the sandbox's dirs
+    assert all(m["source"].startswith(f"/host{base}/") for m in binds), binds
+    assert {"source": "proc", "destination": "/proc", "type": "proc"} in running["mounts"]
 
 
 # --- wait, wait-stop ------------------------------------------------------------------------
@@ -424,3 +428,18 @@ def test_demo_end_to_end(ws_watcher: WsWatcher) -> None:
     assert events[events.index("disconnected") + 1] == "synced"
     assert out[-1].endswith("done")
     assert set(Path("/tmp").glob("wsw-*")) <= before  # cleaned up
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_demo_interrupted_cleans_up(signum: int, ws_watcher: WsWatcher) -> None:
+    demo = ws_watcher.start("demo", address=None)
+    first = demo.line()
+    assert first.startswith("── starting a private containerd at ")
+    base = Path(first.split(" at ")[1]).parent
+    while "creating" not in demo.line():  # the story is under way: pods are being made
+        pass
+    demo.signal(signum)
+    assert demo.wait() == 0, demo.stderr
+    assert demo.rest()[-1].endswith("interrupted; everything cleaned up")
+    assert not base.exists()
+    assert "Traceback" not in demo.stderr
