@@ -28,9 +28,12 @@ from watcher.errors import ConnectError, NotFound
 from watcher.records import (
     ContainerChanged,
     ContainerDeleted,
+    ContainerId,
+    ContainerRecord,
     TaskCreated,
     TaskDeleted,
     TaskExited,
+    TaskRecord,
     TaskStarted,
     TaskStatus,
 )
@@ -94,7 +97,7 @@ async def test_pod_is_listed_with_tasks_mounts_and_cri_metadata(fake: FakeContai
     cid = pod.containers["workspace"]
     async with open_client(fake.address) as client:
         assert (await client.version()).version == fake.version
-        containers = {c.id: c for c in await client.list_containers()}
+        containers: dict[str, ContainerRecord] = {c.id: c for c in await client.list_containers()}
         assert set(containers) == {pod.sandbox_id, cid, pod.containers["sidecar"]}
 
         sandbox = containers[pod.sandbox_id]
@@ -118,7 +121,7 @@ async def test_pod_is_listed_with_tasks_mounts_and_cri_metadata(fake: FakeContai
         assert workspace.cri_container.name == "workspace"
         assert (await client.get_container(cid)) == workspace
 
-        tasks = {t.container_id: t for t in await client.list_tasks()}
+        tasks: dict[str, TaskRecord] = {t.container_id: t for t in await client.list_tasks()}
         assert tasks[cid].pid == pod.pids[cid] and tasks[cid].status is TaskStatus.RUNNING
         got = await client.get_task(cid)
         assert (got.container_id, got.pid) == (cid, pod.pids[cid])
@@ -247,7 +250,7 @@ def test_events_carry_a_bare_type_url(fake: FakeContainerd, channel: grpc.Channe
     assert (envelope.topic, envelope.namespace) == ("/tasks/start", NAMESPACE)
     decoded = decode.envelope(envelope, ts=1.0)
     assert decoded.event == TaskStarted(
-        ts=1.0, container_id="c", pid=7, started_at=decoded.timestamp
+        ts=1.0, container_id=ContainerId("c"), pid=7, started_at=decoded.timestamp
     )
 
 
@@ -421,6 +424,7 @@ async def test_restart_on_the_same_socket_keeps_state_and_drops_streams(
 
 
 def test_stop_leaves_no_threads(sockdir: str) -> None:
+    before = set(threading.enumerate())
     with FakeContainerd(sockdir) as fake, grpc.insecure_channel(f"unix://{fake.address}") as ch:
         call = subscribe(ch)
         assert fake.wait_for(lambda f: f.subscriber_count == 1, PATIENCE)
@@ -434,6 +438,7 @@ def test_stop_leaves_no_threads(sockdir: str) -> None:
         with pytest.raises(grpc.RpcError):
             pending.result()
     assert fake_threads() == []
+    assert set(threading.enumerate()) <= before
 
 
 async def test_synthetic_workspaces(fake: FakeContainerd) -> None:
