@@ -98,16 +98,24 @@ def check_address(address: str) -> str:
     return path
 
 
+#: what grpc says when the peer is not an HTTP/2 server at all (e.g. an HTTP/1 server)
+_NOT_GRPC = ("http1.x server", "Failed parsing HTTP/2")
+
+
 def _translate(exc: grpc.RpcError, path: str, what: str) -> Exception:
     code = exc.code() if isinstance(exc, grpc.Call) else None
     details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
     name = code.name if code is not None else "UNKNOWN"
     if code is grpc.StatusCode.NOT_FOUND:
         return NotFound(f"{what}: {details}")
+    if any(sign in details for sign in _NOT_GRPC):
+        return ConnectError(
+            f"whatever listens at {path} is not containerd (it does not speak gRPC)"
+        )
     if code is grpc.StatusCode.UNAVAILABLE:
         return ConnectError(f"containerd not answering at {path}: {details}")
     if code is grpc.StatusCode.UNIMPLEMENTED:
-        return ConnectError(f"whatever listens at {path} is not containerd: {details}")
+        return ConnectError(f"whatever listens at {path} is not containerd: {details}", code=name)
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return ConnectError(f"containerd at {path} did not answer {what} in time")
     return ContainerdError(f"{what} failed: {name}: {details}", code=name)
@@ -153,6 +161,14 @@ class Client:
                 # fail fast instead of queueing calls while containerd is away; the watcher
                 # owns the retry policy
                 ("grpc.enable_retries", 0),
+                # grpc's own reconnect back-off grows to 2 minutes by default: a client that
+                # outlives a containerd restart would fail calls that long
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+                # no keepalive pings: containerd's grpc server keeps grpc-go's default policy
+                # (at most one ping per 5 minutes) and answers more with GOAWAY; the watcher
+                # checks a quiet stream with a Version call instead
             ],
         )
         self._containers = containers_pb2_grpc.ContainersStub(self._channel)
@@ -195,9 +211,22 @@ class Client:
         return Version(version=resp.version, revision=resp.revision)
 
     async def list_containers(self, filters: Sequence[str] = ()) -> list[ContainerRecord]:
+        """Every container of the namespace (matching containerd `filters`, if any).
+
+        Uses the ListStream RPC, one message per container, as containerd's own client does:
+        the unary List answers in one message, which containerd caps at 16 MiB, a size a node
+        with a few thousand CRI containers exceeds. Falls back to List where ListStream is
+        unimplemented.
+        """
         req = containers_pb2.ListContainersRequest(filters=list(filters))
-        resp = await self._unary(self._containers.List, req, "Containers.List")
-        return [decode.container(c) for c in resp.containers]
+        try:
+            messages = await self._collect(self._containers.ListStream, req, "Containers.List")
+        except ConnectError as exc:
+            if exc.code != "UNIMPLEMENTED":
+                raise
+            resp = await self._unary(self._containers.List, req, "Containers.List")
+            return [decode.container(c) for c in resp.containers]
+        return [decode.container(m.container) for m in messages]
 
     async def get_container(self, container_id: str) -> ContainerRecord:
         """The container's record; `NotFound` when containerd has no such container."""
@@ -250,26 +279,25 @@ class Client:
     async def _read_blob(self, digest: str) -> bytes:
         """A (small) content blob, e.g. a manifest: Content.Read is a server stream."""
         req = content_pb2.ReadContentRequest(digest=digest)
-        call = self._content.Read(req, metadata=self._metadata, timeout=self.call_timeout)
+        chunks = await self._collect(self._content.Read, req, f"content {digest}")
+        return b"".join(chunk.data for chunk in chunks)
 
-        def collect() -> bytes:
-            data = bytearray()
-            for chunk in call:
-                data += chunk.data
-                if len(data) > MAX_MESSAGE_BYTES:
-                    raise ContainerdError(f"blob {digest} is larger than a manifest can be")
-            return bytes(data)
+    async def _collect(self, method: Any, request: Any, what: str) -> list[Any]:
+        """All messages of a finite server stream, read in a worker thread, with a deadline.
 
+        The whole stream shares the call deadline. Cancelling abandons the thread only after
+        cancelling the call, which ends the thread's iteration within milliseconds.
+        """
+        call = method(request, metadata=self._metadata, timeout=self.call_timeout)
         try:
-            # abandoning is safe: call.cancel() below ends the thread within milliseconds
             return await trio.to_thread.run_sync(
-                collect, limiter=self._stream_limiter, abandon_on_cancel=True
+                list, call, limiter=self._stream_limiter, abandon_on_cancel=True
             )
         except trio.Cancelled:
             call.cancel()
             raise
         except grpc.RpcError as exc:
-            raise _translate(exc, self.path, f"content {digest}") from None
+            raise _translate(exc, self.path, what) from None
 
     @asynccontextmanager
     async def subscribe(self, filters: Sequence[str] | None = None) -> AsyncIterator[Events]:
@@ -281,6 +309,9 @@ class Client:
         """
         if filters is None:
             filters = [f'namespace=="{self.namespace}"']
+        # a stream has no deadline, and grpc would wait ~20 s for a peer that accepts but
+        # never speaks: one unary call first proves containerd is there, within the deadline
+        await self.version()
         request = events_pb2.SubscribeRequest(filters=list(filters))
         call = self._events.Subscribe(request, metadata=self._metadata)
         send, receive = trio.open_memory_channel[Envelope | Exception](STREAM_BUFFER)

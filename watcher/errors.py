@@ -20,8 +20,13 @@ class ConnectError(WatcherError):
     """containerd cannot be reached at the configured address.
 
     The message says why in words a user can act on (socket missing, permission denied, not
-    a socket, nothing answering, not containerd).
+    a socket, nothing answering, not containerd). `code` is the gRPC status name when the
+    error came from a call.
     """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ContainerdError(WatcherError):

@@ -378,11 +378,12 @@ async def test_rpcs_are_recorded_with_namespace(fake: FakeContainerd) -> None:
     calls = fake.calls()
     assert [c.method for c in calls] == [
         Rpc.VERSION,
-        Rpc.CONTAINERS_LIST,
+        Rpc.CONTAINERS_LIST_STREAM,
         Rpc.CONTAINERS_GET,
         Rpc.TASKS_LIST,
         Rpc.TASKS_GET,
         Rpc.SNAPSHOTS_MOUNTS,
+        Rpc.VERSION,  # subscribe proves containerd is there first
         Rpc.EVENTS_SUBSCRIBE,
     ]
     assert {c.namespace for c in calls} == {NAMESPACE}
