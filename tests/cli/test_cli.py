@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -363,12 +364,13 @@ def test_wrong_addresses(
         str(tmp_path / "missing.sock"): "no containerd socket",
         str(tmp_path): "is a directory",
         str(regular): "not a socket",
-        not_containerd: "not answering",
+        # grpc's words for a peer that hangs up vary with timing; each is one clear line
+        not_containerd: "not answering|not containerd|did not answer",
     }
     for address, message in cases.items():
         code, out, err = ws_watcher.run(*command, address=address)
         assert (code, out) == (2, []), (address, err)
-        assert message in one_line(err)
+        assert re.search(message, one_line(err)), (address, err)
 
 
 #: root without the capabilities that let it open any file: what a non-root user meets
