@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 import trio
 import trio.testing
 
 from watcher import cgroups
-from watcher.changes import Lagged
 from watcher.records import (
-    Change,
     ChangeKind,
     Disconnected,
     Synced,
@@ -26,49 +21,11 @@ from watcher.records import (
 from watcher.testing import labels
 from watcher.testing.containerd import PrivateContainerd
 from watcher.testing.pods import ContainerSpec, Pod, Pods
-from watcher.watcher import Settings, Watcher, open_watcher
+from watcher.testing.watching import kinds_of, run, watching
 
-T = TypeVar("T")
 WAIT = 30  # seconds: generous, the waits return as soon as the watcher knows
 
 MARKER_CMD = ("sh", "-c", "echo written-inside > /marker && exec sleep infinity")
-
-
-async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """A blocking rig call, off the trio thread."""
-    return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
-
-
-@asynccontextmanager
-async def watching(
-    ctrd: PrivateContainerd, *, backoff: float = 0.05
-) -> AsyncIterator[tuple[Watcher, list[Change]]]:
-    """A watcher plus the list of every change it published (collected in the background)."""
-    seen: list[Change] = []
-    settings = Settings(address=ctrd.address, backoff_initial=backoff, backoff_max=backoff * 10)
-    async with open_watcher(settings=settings) as w, trio.open_nursery() as nursery:
-        changes = w.changes()
-        stream = changes.__enter__()
-
-        async def collect() -> None:
-            async for change in stream:
-                assert not isinstance(change, Lagged)
-                seen.append(change)
-
-        nursery.start_soon(collect)
-        try:
-            yield w, seen
-        finally:
-            changes.__exit__(None, None, None)
-            nursery.cancel_scope.cancel()
-
-
-def kinds_of(seen: list[Change], container_id: str) -> list[ChangeKind]:
-    return [
-        c.kind
-        for c in seen
-        if isinstance(c, WorkspaceChange) and c.workspace.container_id == container_id
-    ]
 
 
 async def file_appears(path: Path) -> str:
