@@ -46,6 +46,7 @@ from watcher.records import (
     TaskDeleted,
     TaskExited,
     TaskRecord,
+    TaskSeen,
     TaskStarted,
     TaskStatus,
     Workspace,
@@ -54,7 +55,7 @@ from watcher.records import (
 )
 
 PROPS = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -294,7 +295,18 @@ def container_events(pod: PodModel, c: CModel) -> list[Event]:
                     ts=t + 2, container_id=cid, exec_id="exec-1", pid=c.pid + 1, exit_status=3
                 )
             )
+        # the shell may also have read the task (a Get, a listing of tasks)
+        seen_task = TaskRecord(container_id=cid, pid=c.pid, status=TaskStatus.RUNNING)
+        events.append(TaskSeen(ts=t + 2, task=seen_task))
     if c.stage >= EXITED:
+        stopped = TaskRecord(
+            container_id=cid,
+            pid=c.pid,
+            status=TaskStatus.STOPPED,
+            exit_status=c.exit_status,
+            exited_at=c.exited_at,
+        )
+        events.append(TaskSeen(ts=t + 3, task=stopped))
         events.append(
             TaskExited(
                 ts=t + 3,
@@ -757,7 +769,15 @@ def _cid(event: Event) -> str | None:
         return event.container.id
     if isinstance(event, Relisted):
         return None
+    if isinstance(event, TaskSeen):
+        return event.task.container_id
     return event.container_id
+
+
+def _ends_task(event: Event) -> bool:
+    if isinstance(event, TaskExited):
+        return event.exec_id == event.container_id
+    return isinstance(event, TaskSeen) and event.task.status is TaskStatus.STOPPED
 
 
 def _stage_of(events: list[Event]) -> int:
@@ -767,7 +787,7 @@ def _stage_of(events: list[Event]) -> int:
             stage = max(stage, TASK_CREATED)
         elif isinstance(event, TaskStarted):
             stage = max(stage, STARTED)
-        elif isinstance(event, TaskExited) and event.exec_id == event.container_id:
+        elif _ends_task(event):
             stage = max(stage, EXITED)
         elif isinstance(event, TaskDeleted) and not event.exec_id:
             stage = max(stage, TASK_DELETED)
@@ -777,7 +797,7 @@ def _stage_of(events: list[Event]) -> int:
 
 
 IndexMachine.TestCase.settings = settings(
-    max_examples=100,
+    max_examples=75,
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
