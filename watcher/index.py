@@ -40,8 +40,23 @@ Rules of this module (everything that affects the state lives here):
   task is gone (`running` is skipped if it never ran for us), `removed` when it stops being
   visible. Every change carries a new immutable `Workspace`; published objects are never
   mutated.
+* **A listing cannot tell "not started yet" from "exited".** CRI creates a container's task
+  only in StartContainer and deletes it once it exited, so a `Relisted` container without a
+  task is taken as exited, unless nothing ever showed it a task and it was created less than
+  `start_grace` seconds before the listing's `ts` (then it is "created", waiting for its
+  TaskCreate). A container reported exited never comes back to running.
 * **Cost.** An event touches only the containers it affects: O(1) per event, except
   `Relisted` (O(listing)) and a sandbox event (O(containers of the pod)).
+
+What the shell must know:
+
+* Feed a `ContainerSeen` for every container whose labels pass `is_candidate` (sandboxes
+  included: they carry the pod labels); feeding others is harmless and lets the index drop
+  their pending task facts at once (else they go with the `ContainerDeleted`).
+* Stamp `ts` on every event; `Relisted.ts` must be the time of the listing (start grace).
+* After each `apply`, resolve `unresolved()` and feed one `Resolved` per container, also when
+  nothing was found (the container then leaves `unresolved()` until the next `Relisted`).
+* Waiting for "the instance's containers are all gone" is `by_instance(iid) is None`.
 
 Rejected: rebuilding all workspaces after each event (O(n) per event); a "second pass" over a
 listing to join containers to sandboxes listed after them (the join is recomputed whenever

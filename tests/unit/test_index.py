@@ -845,3 +845,40 @@ def test_container_record_for_the_shells_lookups() -> None:
     assert index.container_record("nope") is None
     index.apply(created("c-2"))  # pending facts only: no record
     assert index.container_record("c-2") is None
+
+
+def test_a_noise_container_seen_drops_its_pending_facts() -> None:
+    index = Index()
+    feed(index, [created("side-1"), started("side-1")])
+    assert "side-1" in index._facts  # pending: it could still turn out to be a workspace
+    index.apply(seen(container("side-1", name="sidecar")))
+    assert "side-1" not in index._facts
+    assert feed(index, [exited("side-1"), tdeleted("side-1")]) == []
+    assert "side-1" not in index._facts
+
+
+def test_the_sandbox_task_is_not_a_workspace_task() -> None:
+    index = Index()
+    changes = feed(
+        index,
+        [created("sb-1", pid=1), seen(sandbox("sb-1")), started("sb-1"), exited("sb-1")],
+    )
+    assert changes == []
+    assert index._facts == {}
+
+
+def test_task_in_unknown_state_counts_as_alive() -> None:
+    index = Index()
+    index.apply(
+        relisted([sandbox("sb-1"), container("c-1")], [task("c-1", TaskStatus.UNKNOWN, pid=8)])
+    )
+    ws = index.by_container("c-1")
+    assert ws is not None and ws.state is WorkspaceState.RUNNING and ws.pid == 8
+
+
+def test_removed_carries_the_last_snapshot() -> None:
+    index = Index()
+    changes = feed(index, lifecycle())
+    removed = changes[-1]
+    assert removed.kind is ChangeKind.REMOVED
+    assert removed.workspace is changes[-2].workspace  # the exited one, as last published
