@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -41,13 +42,15 @@ from .client import (
     Events,
     open_client,
 )
-from .corrections import Corrections
+from .corrections import GRACE, Corrections
 from .errors import ConnectError, ContainerdError, NoCgroup, NotFound, NotResolved, UsageError
 from .index import Index
 from .labels import GITPOD_SCHEMES, LabelScheme
 from .records import (
+    KIND_CONTAINER,
     ContainerChanged,
     ContainerId,
+    ContainerRecord,
     ContainerSeen,
     Disconnected,
     Envelope,
@@ -59,6 +62,7 @@ from .records import (
     Synced,
     TaskCreated,
     TaskRecord,
+    TaskStatus,
     Workspace,
     WorkspaceChange,
 )
@@ -68,6 +72,9 @@ log = logging.getLogger(__name__)
 #: a stream this long without events is checked with a Version call: a containerd that is
 #: wedged, or a connection that died silently, is noticed within this time
 HEALTH_CHECK_INTERVAL = 10.0
+
+#: Snapshots.Mounts calls in flight while resolving the workspaces of a (re)sync
+RESOLVE_CONCURRENCY = 32
 
 T = TypeVar("T")
 
@@ -91,6 +98,8 @@ class Settings:
     change_buffer: int = DEFAULT_BUFFER
     #: seconds between safety relists on a live stream (0: never); like the kubelet's relist
     relist_interval: float = 300.0
+    #: seconds a relisted change waits for its event before it counts as missed
+    relist_grace: float = GRACE
 
     def __post_init__(self) -> None:
         if not self.namespace:
@@ -101,6 +110,8 @@ class Settings:
             raise UsageError("the call timeout must be positive")
         if self.relist_interval < 0:
             raise UsageError("the relist interval must not be negative (0 turns it off)")
+        if self.relist_grace < 0:
+            raise UsageError("the relist grace must not be negative")
 
 
 class Watcher:
@@ -131,7 +142,7 @@ class Watcher:
         self._outage = False
         self._mountinfo = mounts.mountinfo_path(self.settings.proc_root)
         self._wake = trio.Event()
-        self._suspects = Corrections()
+        self._suspects = Corrections(self.settings.relist_grace)
 
     @property
     def corrections(self) -> int:
@@ -223,6 +234,7 @@ class Watcher:
         containers = await client.list_containers()
         tasks = await client.list_tasks()
         candidates = tuple(c for c in containers if self._index.is_candidate(c.labels))
+        tasks += self._exited_without_task(candidates, tasks)
         listing = Relisted(ts=time.time(), containers=candidates, tasks=tuple(tasks))
         changes = await self._apply(client, listing)
         self._outage = False
@@ -232,6 +244,25 @@ class Watcher:
             log.info("synced: %d workspaces", count)
         self._ready.value = True
         return changes
+
+    def _exited_without_task(
+        self, containers: Sequence[ContainerRecord], tasks: Sequence[TaskRecord]
+    ) -> list[TaskRecord]:
+        """Stopped tasks for CRI containers that ran and whose task CRI already deleted.
+
+        A listing shows a container with no task both before its start and after its exit
+        (CRI deletes an exited task at once). CRI creates the container's log file when it
+        starts it, so a CRI container with a log file and no task has run and exited.
+        """
+        alive = {t.container_id for t in tasks}
+        stopped = []
+        for c in containers:
+            log_path = c.cri_container.log_path if c.cri_container else None
+            if c.id in alive or not log_path or c.kind != KIND_CONTAINER:
+                continue
+            if os.path.exists(self.settings.path_map.map(log_path)):
+                stopped.append(TaskRecord(container_id=c.id, pid=0, status=TaskStatus.STOPPED))
+        return stopped
 
     async def _handle(self, client: Client, envelope: Envelope) -> None:
         event = envelope.event
@@ -256,8 +287,10 @@ class Watcher:
 
     async def _apply(self, client: Client, event: Event) -> list[WorkspaceChange]:
         changes = self._index.apply(event)
-        for cid in self._index.unresolved():
-            changes += self._index.apply(await self._resolve(client, cid, event.ts))
+        unresolved = self._index.unresolved()
+        if unresolved:
+            for resolved in await self._resolve(client, unresolved, event.ts):
+                changes += self._index.apply(resolved)
         for change in changes:
             if isinstance(change, WorkspaceChange) and change.kind.value == "running":
                 self._check_cgroup(change.workspace)
@@ -266,10 +299,47 @@ class Watcher:
             self._generation.value += 1
         return changes
 
-    async def _resolve(self, client: Client, cid: ContainerId, ts: float) -> Resolved:
-        """Look up what the event stream did not tell: upperdir and rootfs."""
-        upperdir: str | None = None
+    async def _resolve(
+        self, client: Client, cids: Sequence[ContainerId], ts: float
+    ) -> list[Resolved]:
+        """Look up what the event stream did not tell: upperdirs and rootfs mount points.
+
+        The upperdirs come from Snapshots.Mounts, `RESOLVE_CONCURRENCY` calls in flight (a
+        start-up with thousands of workspaces must not wait for thousands of round trips
+        one after the other); the rootfs mount points from one read of the mount table.
+        Raises the first `ConnectError` of the lookups, once they have all ended.
+        """
+        upperdirs: list[str | None] = [None] * len(cids)
+        failures: list[Exception] = []
+        pending = iter(enumerate(cids))
+
+        async def lookups() -> None:
+            for i, cid in pending:  # one iterator shared by the workers
+                try:
+                    upperdirs[i] = await self._upperdir(client, cid)
+                except ConnectError as exc:
+                    failures.append(exc)
+                    return
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(RESOLVE_CONCURRENCY, len(cids))):
+                nursery.start_soon(lookups)
+        if failures:
+            raise failures[0]
+        table = self._mount_table()
+        rootfs = (
+            mounts.rootfs_points(table, namespace=self.settings.namespace)
+            if table is not None
+            else {}
+        )
+        return [
+            Resolved(ts=ts, container_id=cid, upperdir=upperdir, rootfs=rootfs.get(cid))
+            for cid, upperdir in zip(cids, upperdirs, strict=True)
+        ]
+
+    async def _upperdir(self, client: Client, cid: ContainerId) -> str | None:
         snapshotter, key = _snapshot_of(self._index, cid)
+        upperdir: str | None = None
         try:
             upperdir = decode.upperdir(await client.snapshot_mounts(snapshotter, key))
         except NotFound:
@@ -278,15 +348,20 @@ class Watcher:
             log.warning("container %s: snapshot mounts failed: %s", cid, exc)
         if upperdir is None:
             log.warning("container %s: no upperdir in snapshot %s/%s", cid, snapshotter, key)
-        return Resolved(ts=ts, container_id=cid, upperdir=upperdir, rootfs=self._find_rootfs(cid))
+        return upperdir
 
-    def _find_rootfs(self, cid: ContainerId) -> str | None:
+    def _mount_table(self) -> list[mounts.MountInfo] | None:
         # /proc reads are memory reads: cheap enough not to need a worker thread
         try:
             with open(self._mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-                table = mounts.parse_mountinfo(f.read())
+                return mounts.parse_mountinfo(f.read())
         except OSError as exc:
             log.warning("cannot read the mount table %s: %s", self._mountinfo, exc)
+            return None
+
+    def _find_rootfs(self, cid: ContainerId) -> str | None:
+        table = self._mount_table()
+        if table is None:
             return None
         return mounts.find_rootfs(table, cid, namespace=self.settings.namespace)
 
