@@ -54,6 +54,8 @@ DEFAULT_TIMEOUT = 10.0
 #: so a slow consumer slows the stream down instead of losing events
 STREAM_BUFFER = 1024
 NAMESPACE_METADATA = "containerd-namespace"
+#: how often a pump thread waiting for room in a full buffer checks whether to give up
+_ROOM_POLL = 0.1
 
 T = TypeVar("T")
 
@@ -316,29 +318,51 @@ class Client:
         call = self._events.Subscribe(request, metadata=self._metadata)
         send, receive = trio.open_memory_channel[Envelope | Exception](STREAM_BUFFER)
         leaving = threading.Event()
+        room = threading.Semaphore(STREAM_BUFFER)
         with single_errors():
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, call, send, leaving)
+                nursery.start_soon(self._pump, call, send, leaving, room)
                 try:
-                    yield Events(receive)
+                    yield Events(receive, room)
                 finally:
                     leaving.set()
                     call.cancel()
                     receive.close()
 
     async def _pump(
-        self, call: Any, send: trio.MemorySendChannel[Any], leaving: threading.Event
+        self,
+        call: Any,
+        send: trio.MemorySendChannel[Any],
+        leaving: threading.Event,
+        room: threading.Semaphore,
     ) -> None:
+        """Pump the stream into `send` from a worker thread.
+
+        Each envelope is handed over with `run_sync_soon` (no round trip to the trio thread
+        per event, which capped the stream at a few thousand events/s); `room` counts the
+        free places of the channel's buffer (the consumer gives them back), so the thread
+        waits when it is full: a slow consumer slows the stream down, nothing is lost.
+        """
         namespace = self.namespace
+        token = trio.lowlevel.current_trio_token()
+
+        def deliver(env: Envelope) -> None:  # on the trio thread; must not raise
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                send.send_nowait(env)
 
         def pump() -> None:
             for pb in call:
                 env = decode.envelope(pb, ts=time.time())
                 if env.namespace and env.namespace != namespace:
                     continue
+                while not room.acquire(timeout=_ROOM_POLL):
+                    if leaving.is_set():
+                        return
+                if leaving.is_set():
+                    return
                 try:
-                    trio.from_thread.run(send.send, env)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.Cancelled):
+                    token.run_sync_soon(deliver, env)
+                except trio.RunFinishedError:
                     return
 
         async with send:
@@ -360,8 +384,13 @@ class Events:
     A broken stream raises `ConnectError` (or `ContainerdError`) from `__anext__`.
     """
 
-    def __init__(self, receive: trio.MemoryReceiveChannel[Envelope | Exception]) -> None:
+    def __init__(
+        self,
+        receive: trio.MemoryReceiveChannel[Envelope | Exception],
+        room: threading.Semaphore | None = None,
+    ) -> None:
         self._receive = receive
+        self._room = room
 
     def __aiter__(self) -> Events:
         return self
@@ -373,6 +402,8 @@ class Events:
             raise StopAsyncIteration from None
         if isinstance(item, Exception):
             raise item
+        if self._room is not None:
+            self._room.release()  # a place in the buffer for the pump thread
         return item
 
 
