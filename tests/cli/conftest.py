@@ -22,9 +22,7 @@ from typing import Any
 
 import pytest
 
-from watcher.testing.fixtures import containerd, pods
-
-__all__ = ["Running", "WsWatcher", "containerd", "pods", "ws_watcher"]
+__all__ = ["Running", "WsWatcher", "ws_watcher"]
 
 _HERE = Path(__file__).parent
 #: generous: a loaded CI machine; the commands answer in well under a second here

@@ -176,12 +176,6 @@ def test_watch_initial(pods: Pods, ws_watcher: WsWatcher) -> None:
         check_workspace(obj, pod, scheme)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library: a listing shows a CRI container without a task as `created` for "
-    "DEFAULT_START_GRACE (30 s) after its creation, though CRI deletes the task of an exited "
-    "container; issue 5 wants `exited` (see the CLI report)",
-)
 def test_watch_initial_shows_an_exited_container_as_exited(
     pods: Pods, ws_watcher: WsWatcher
 ) -> None:

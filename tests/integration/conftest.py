@@ -10,10 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from watcher.testing.fixtures import containerd, pods
-
-__all__ = ["containerd", "pods"]
-
 _HERE = Path(__file__).parent
 
 

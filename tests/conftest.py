@@ -1,0 +1,12 @@
+"""Fixtures shared by every test directory.
+
+The rig's `containerd` fixture is session-scoped: declared once here, so one private
+containerd serves tests/integration and tests/cli alike (imported in each directory's
+conftest, it would start one per directory).
+"""
+
+from __future__ import annotations
+
+from watcher.testing.fixtures import containerd, pods
+
+__all__ = ["containerd", "pods"]
