@@ -514,7 +514,10 @@ class Index:
             flags = old_reported.get(cid)
             if flags is not None:
                 self._reported[cid] = flags
-            self._publish(cid, old_visible.get(cid), ws, ts, out)
+            old = old_visible.get(cid)
+            if old is not None and old == ws:
+                ws = old  # unchanged: keep the published object
+            self._publish(cid, old, ws, ts, out)
         return out
 
     # --- helpers ---------------------------------------------------------------------------
@@ -539,7 +542,7 @@ class Index:
         if facts.record is None:
             return []
         out: list[WorkspaceChange] = []
-        self._refresh(cid, ts, out)
+        self._refresh(cid, ts, out, learned=True)
         return out
 
     def _make_sandbox(self, rec: ContainerRecord) -> _Sandbox | None:
@@ -745,12 +748,19 @@ class Index:
             return (-1, float("-inf"), cid)
         return _record_newness(facts.record)
 
-    def _refresh(self, cid: ContainerId, ts: float, out: list[WorkspaceChange]) -> None:
+    def _refresh(
+        self, cid: ContainerId, ts: float, out: list[WorkspaceChange], *, learned: bool = False
+    ) -> None:
+        """Recompute one container's snapshot and publish it if it differs.
+
+        `learned`: a fact shown on the snapshot was just learned, so it differs if visible
+        (saves the comparison on the hot path).
+        """
         old = self._visible.get(cid)
         new = self._compute(cid)
         if new is None and old is None:
             return
-        if new is not None and old is not None and new == old:
+        if not learned and new is not None and old is not None and new == old:
             return
         self._publish(cid, old, new, ts, out)
 
@@ -763,7 +773,7 @@ class Index:
         out: list[WorkspaceChange],
     ) -> None:
         """Make `new` the container's visible snapshot; report the lifecycle steps."""
-        self._dirty()
+        self._containers_snapshot = self._workspaces_snapshot = None
         if new is None:
             if old is None:
                 return
@@ -773,26 +783,20 @@ class Index:
             self._instance_drop(old)
             out.append(WorkspaceChange(kind=ChangeKind.REMOVED, ts=ts, workspace=old))
             return
-        if old is not None and new == old:
-            new = old  # keep the published object
         self._visible[cid] = new
         if old is not None and old.instance_id != new.instance_id:
             self._instance_drop(old)
         self._instance_put(new)
-        if (
-            new.state is WorkspaceState.RUNNING
-            and new.pid is not None
-            and new.upperdir is None
-            and not self._facts[cid].resolve_tried
-        ):
+        live = new.state is WorkspaceState.RUNNING and new.pid is not None
+        if live and new.upperdir is None and not self._facts[cid].resolve_tried:
             self._unresolved[cid] = None
-        else:
+        elif self._unresolved:
             self._unresolved.pop(cid, None)
         flags = self._reported.get(cid, 0)
         if not flags & _REPORTED_CREATED:
             flags |= _REPORTED_CREATED
             out.append(WorkspaceChange(kind=ChangeKind.CREATED, ts=ts, workspace=new))
-        if new.running and not flags & (_REPORTED_RUNNING | _REPORTED_EXITED):
+        if live and new.upperdir is not None and not flags & (_REPORTED_RUNNING | _REPORTED_EXITED):
             flags |= _REPORTED_RUNNING
             out.append(WorkspaceChange(kind=ChangeKind.RUNNING, ts=ts, workspace=new))
         if new.state is WorkspaceState.EXITED and not flags & _REPORTED_EXITED:
