@@ -38,8 +38,8 @@ Rules of this module (everything that affects the state lives here):
 * **Changes** are the diff of each affected container's visible snapshot: `created` when it
   becomes visible, `running` once it is `Workspace.running` (at most once), `exited` once its
   task is gone (`running` is skipped if it never ran for us), `removed` when it stops being
-  visible. Every change carries a new immutable `Workspace`; published objects are never
-  mutated.
+  visible. Every change carries an immutable `Workspace` (the new one; for `removed` the last
+  one published) and the event's `ts`; published objects are never mutated.
 * **A listing cannot tell "not started yet" from "exited".** CRI creates a container's task
   only in StartContainer and deletes it once it exited, so a `Relisted` container without a
   task is taken as exited, unless nothing ever showed it a task and it was created less than
