@@ -439,3 +439,30 @@ def test_demo_interrupted_cleans_up(signum: int, ws_watcher: WsWatcher) -> None:
     assert demo.rest()[-1].endswith("interrupted; everything cleaned up")
     assert not base.exists()
     assert "Traceback" not in demo.stderr
+
+
+# --- inspect -----------------------------------------------------------------------------
+
+
+def test_inspect_by_instance_and_by_container(pods: Pods, ws_watcher: WsWatcher) -> None:
+    pod = workspace_pod(pods, "mk2", "w-insp")
+    assert ws_watcher.run("wait", "w-insp")[0] == 0
+    cid = pod.containers["workspace"]
+
+    by_instance = ws_watcher.run("inspect", "w-insp")
+    by_container = ws_watcher.run("inspect", cid)
+    for code, out, _ in (by_instance, by_container):
+        assert code == 0 and len(out) == 1
+        obj = json.loads(out[0])
+        task, image = obj.pop("task_info"), obj.pop("image_info")
+        check_workspace(obj, pod, "mk2")
+        assert task["status"] == "running" and task["pid"] == obj["pid"] > 0
+        assert task["exit_status"] is None
+        assert image["name"] == obj["image"] and image["id"] == obj["image_ref"]
+        assert image["digest"].startswith("sha256:") and image["size"] > 0
+
+
+def test_inspect_unknown_is_exit_1(ws_watcher: WsWatcher) -> None:
+    code, out, err = ws_watcher.run("inspect", "no-such-instance")
+    assert code == 1 and out == []
+    assert "no-such-instance" in one_line(err)

@@ -65,6 +65,14 @@ def test_wait_and_wait_stop() -> None:
     assert (opts.command, opts.instance_id, opts.timeout) == (Command.WAIT_STOP, "inst-1", 2.5)
 
 
+def test_inspect_and_relist_interval() -> None:
+    opts = parse(["inspect", "c0ffee"], NO_ENV)
+    assert (opts.command, opts.instance_id) == (Command.INSPECT, "c0ffee")
+    assert parse(["watch"], NO_ENV).relist_interval == 300
+    assert parse(["watch", "--relist-interval", "0"], NO_ENV).relist_interval == 0
+    assert parse(["watch", "--relist-interval", "2.5"], NO_ENV).relist_interval == 2.5
+
+
 def test_repeated_path_maps() -> None:
     opts = parse(
         ["watch", "--path-map", "/run/containerd=/host/run", "--path-map", "/var=/host/var"],
@@ -97,6 +105,10 @@ def test_repeated_path_maps() -> None:
         (["watch", "--proc", "/no/such/proc"], "not a directory"),
         (["watch", "--log-level", "loud"], "invalid choice"),
         (["ls", "--initial"], "unrecognized arguments"),
+        (["inspect"], "required: ID"),
+        (["inspect", ""], "must not be empty"),
+        (["watch", "--relist-interval", "-1"], "0 (off) or positive"),
+        (["watch", "--relist-interval", "often"], "not a number"),
     ],
 )
 def test_mistakes_exit_2_with_one_error_line(

@@ -3,7 +3,8 @@
 Thin, as kopf's: parse (`args`) → settings → run the library (`commands`, `demo`) → print
 (`output`). This module only wires them and turns outcomes into exit statuses:
 
-* 0 done (also `watch` stopped by SIGINT/SIGTERM), 1 timed out (`wait`, `wait-stop`);
+* 0 done (also `watch` stopped by SIGINT/SIGTERM), 1 timed out (`wait`, `wait-stop`) or
+  unknown (`inspect`);
 * 2 a user's mistake: a bad option (argparse: usage line + one line), or the library's
   `UsageError` / `ConnectError` (socket missing, not a socket, permission denied, not
   containerd) and `ContainerdError` before the first sync: one line on stderr, no traceback;
@@ -44,6 +45,8 @@ async def run(opts: Options) -> int:
         return await commands.wait_stop(opts)
     if opts.command is Command.LS:
         return await commands.ls(opts)
+    if opts.command is Command.INSPECT:
+        return await commands.inspect(opts)
     from .demo import demo
 
     return await demo(opts)

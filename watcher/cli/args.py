@@ -38,6 +38,7 @@ class Command(enum.Enum):
     WAIT = "wait"
     WAIT_STOP = "wait-stop"
     LS = "ls"
+    INSPECT = "inspect"
     DEMO = "demo"
 
 
@@ -53,7 +54,9 @@ class Options:
     log_level: str = "warning"
     #: watch: print the workspaces found by the initial sync
     initial: bool = False
-    #: wait, wait-stop
+    #: watch: seconds between safety relists (0: never)
+    relist_interval: float = 300.0
+    #: wait, wait-stop; inspect (an instance or a container id)
     instance_id: str = ""
     timeout: float = DEFAULT_TIMEOUT
     #: ls
@@ -67,6 +70,16 @@ def _timeout(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"the timeout must be a positive number, not {text}")
+    return value
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"the interval must be 0 (off) or positive, not {text}")
     return value
 
 
@@ -169,6 +182,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         action="store_true",
         help="first print the workspaces already there (as running or exited)",
     )
+    watch.add_argument(
+        "--relist-interval",
+        metavar="SECONDS",
+        type=_interval,
+        default=300.0,
+        help="relist containerd this often to catch missed events; 0 turns it off "
+        "(default: %(default)g)",
+    )
     for name, help in (
         (Command.WAIT, "wait until the instance's workspace runs; print it as JSON"),
         (Command.WAIT_STOP, "wait until the instance's workspace container is gone"),
@@ -184,6 +205,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         )
     ls = command(Command.LS, "list the workspaces on this node", " [--json]")
     ls.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    inspect = command(
+        Command.INSPECT,
+        "print one workspace (by instance or container id) with its task and image as JSON",
+        " ID",
+    )
+    inspect.add_argument("instance_id", metavar="ID", type=_instance_id)
     command(Command.DEMO, "a private containerd, some workspace pods, the watcher live (root)")
     return parser
 
@@ -207,6 +234,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Options:
         path_map=path_map,
         log_level=ns.log_level,
         initial=getattr(ns, "initial", False),
+        relist_interval=getattr(ns, "relist_interval", 300.0),
         instance_id=getattr(ns, "instance_id", ""),
         timeout=getattr(ns, "timeout", DEFAULT_TIMEOUT),
         json=getattr(ns, "json", False),

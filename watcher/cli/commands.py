@@ -7,6 +7,7 @@ user's mistake surfaces as the library's `UsageError`/`ConnectError`, which `mai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -17,19 +18,31 @@ from typing import TextIO
 import trio
 
 from watcher.changes import Lagged
-from watcher.records import Change
+from watcher.errors import NotFound
+from watcher.records import Change, ImageInfo, InstanceId, TaskRecord
 from watcher.watcher import Settings, Watcher, open_watcher
 
 from . import output
 from .args import Options
 from .follow import Follower
 
-__all__ = ["EXIT_OK", "EXIT_TIMEOUT", "ls", "settings_of", "wait", "wait_stop", "watch"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_UNKNOWN",
+    "inspect",
+    "ls",
+    "settings_of",
+    "wait",
+    "wait_stop",
+    "watch",
+]
 
 log = logging.getLogger("watcher.cli")
 
 EXIT_OK = 0
 EXIT_TIMEOUT = 1
+EXIT_UNKNOWN = 1
 
 Emit = Callable[[str], None]
 
@@ -41,6 +54,7 @@ def settings_of(opts: Options) -> Settings:
         namespace=opts.namespace,
         proc_root=opts.proc,
         path_map=opts.path_map,
+        relist_interval=opts.relist_interval,
     )
 
 
@@ -154,4 +168,32 @@ async def ls(opts: Options, emit: Emit | None = None) -> int:
         emit(output.dumps([output.workspace_json(ws, opts.path_map) for ws in found]))
     else:
         emit(output.table(found, now=time.time()))
+    return EXIT_OK
+
+
+async def inspect(opts: Options, emit: Emit | None = None) -> int:
+    """`ws-watcher inspect ID`: the record plus task and image info as one JSON object.
+
+    ID is an instance id or a container id; exit 1 (one line on stderr) when neither is on
+    the node. Task and image are null when containerd has none (a task that ended, an image
+    that was removed).
+    """
+    emit = emit or line_printer()
+    async with open_watcher(settings=settings_of(opts)) as w:
+        ws = w.workspaces().get(InstanceId(opts.instance_id))
+        if ws is None:
+            try:
+                ws = w.workspace(opts.instance_id)
+            except NotFound:
+                print(
+                    f"ws-watcher: no workspace {opts.instance_id!r} on this node", file=sys.stderr
+                )
+                return EXIT_UNKNOWN
+        task: TaskRecord | None = None
+        image: ImageInfo | None = None
+        with contextlib.suppress(NotFound):
+            task = await w.task_info(ws.container_id)
+        with contextlib.suppress(NotFound):
+            image = await w.image_info(ws.container_id)
+    emit(output.dumps(output.inspect_json(ws, task, image, opts.path_map)))
     return EXIT_OK

@@ -16,7 +16,16 @@ from typing import TypeAlias
 from watcher import labels
 from watcher.changes import Lagged
 from watcher.mounts import PathMap
-from watcher.records import Change, Disconnected, Mount, Synced, Workspace, WorkspaceChange
+from watcher.records import (
+    Change,
+    Disconnected,
+    ImageInfo,
+    Mount,
+    Synced,
+    TaskRecord,
+    Workspace,
+    WorkspaceChange,
+)
 
 __all__ = [
     "JSON",
@@ -24,6 +33,7 @@ __all__ = [
     "change_json",
     "dumps",
     "format_age",
+    "inspect_json",
     "pretty_change",
     "table",
     "workspace_json",
@@ -173,3 +183,35 @@ def pretty_change(change: Change | Lagged, path_map: PathMap | None = None) -> s
     if event == "exited":
         return f"{head}  exit status {ws.exit_status}"
     return head
+
+
+def inspect_json(
+    ws: Workspace, task: TaskRecord | None, image: ImageInfo | None, path_map: PathMap | None = None
+) -> JSON:
+    """`inspect`'s object: the workspace fields, then `task_info` and `image_info` (null when none)."""
+    out = workspace_json(ws, path_map)
+    out["task_info"] = (
+        None
+        if task is None
+        else {
+            "status": task.status.value,
+            "pid": task.pid,
+            "exit_status": task.exit_status,
+            "exited_at": task.exited_at,
+        }
+    )
+    out["image_info"] = (
+        None
+        if image is None
+        else {
+            "name": image.name,
+            "digest": image.digest,
+            "id": image.id,
+            "media_type": image.media_type,
+            "size": image.size,
+            "annotations": dict(image.annotations),
+            "labels": dict(image.labels),
+            "created_at": image.created_at,
+        }
+    )
+    return out
