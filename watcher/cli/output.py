@@ -188,7 +188,7 @@ def pretty_change(change: Change | Lagged, path_map: PathMap | None = None) -> s
 def inspect_json(
     ws: Workspace, task: TaskRecord | None, image: ImageInfo | None, path_map: PathMap | None = None
 ) -> JSON:
-    """`inspect`'s object: the workspace fields, then `task_info` and `image_info` (null when none)."""
+    """`inspect`'s object: the workspace fields, then `task_info` and `image_info` (or null)."""
     out = workspace_json(ws, path_map)
     out["task_info"] = (
         None
