@@ -221,14 +221,17 @@ def _opt_int(raw: object) -> int | None:
     return raw if isinstance(raw, int) and not isinstance(raw, bool) else None
 
 
+def _object(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _cri_container(cid: ContainerId, pb: containers_pb2.Container) -> CriContainerMeta | None:
     meta = _extension(cid, pb, CRI_CONTAINER_EXTENSION)
     if not meta:
         return None
-    config = meta.get("Config") if isinstance(meta.get("Config"), dict) else {}
-    assert isinstance(config, dict)
-    cmeta = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
-    assert isinstance(cmeta, dict)
+    config = _object(meta, "Config")
+    cmeta = _object(config, "metadata")
     sandbox = _opt_str(meta.get("SandboxID"))
     return CriContainerMeta(
         name=_opt_str(cmeta.get("name")),
@@ -244,10 +247,8 @@ def _cri_sandbox(cid: ContainerId, pb: containers_pb2.Container) -> CriSandboxMe
     meta = _extension(cid, pb, CRI_SANDBOX_EXTENSION)
     if not meta:
         return None
-    config = meta.get("Config") if isinstance(meta.get("Config"), dict) else {}
-    assert isinstance(config, dict)
-    smeta = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
-    assert isinstance(smeta, dict)
+    config = _object(meta, "Config")
+    smeta = _object(config, "metadata")
     return CriSandboxMeta(
         name=_opt_str(smeta.get("name")),
         namespace=_opt_str(smeta.get("namespace")),
@@ -294,8 +295,7 @@ def image_info(pb: images_pb2.Image, doc: Mapping[str, Any] | None) -> ImageInfo
     image_id: str | None = None
     annotations = dict(pb.target.annotations)
     if doc is not None:
-        config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
-        assert isinstance(config, dict)
+        config = _object(doc, "config")
         layers = [layer for layer in doc.get("layers", ()) if isinstance(layer, dict)]
         image_id = _opt_str(config.get("digest"))
         sizes = [config.get("size", 0), *(layer.get("size", 0) for layer in layers)]

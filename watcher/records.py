@@ -185,8 +185,9 @@ class TaskStarted:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TaskExited:
-    """/tasks/exit. `exec_id` differing from `container_id` is an exec'd process, not the task."""
+class _TaskEnded:
+    """A process of the task ended. `exec_id` empty or equal to `container_id` means the
+    task's own process; anything else is an exec'd process, which is not the task ending."""
 
     ts: float
     container_id: ContainerId
@@ -197,15 +198,13 @@ class TaskExited:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TaskDeleted:
-    """/tasks/delete. `exec_id` empty (or equal to the container id) means the task itself."""
+class TaskExited(_TaskEnded):
+    """/tasks/exit (containerd sets `exec_id` to the container id for the task itself)."""
 
-    ts: float
-    container_id: ContainerId
-    exec_id: str
-    pid: int
-    exit_status: int
-    exited_at: float | None = None
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskDeleted(_TaskEnded):
+    """/tasks/delete (`exec_id` empty for the task itself)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
