@@ -451,7 +451,9 @@ class Index:
         if facts is None:
             return []
         facts.resolve_tried = True
-        if not facts.learn(upperdir=event.upperdir, rootfs=event.rootfs):
+        if not facts.learn(
+            upperdir=event.upperdir, rootfs=event.rootfs, started_at=event.started_at
+        ):
             self._unresolved.pop(cid, None)
             return []
         return self._after_learning(cid, facts, event.ts)

@@ -217,12 +217,14 @@ class TaskSeen:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Resolved:
-    """Facts the shell looked up for a container: upperdir (Snapshots), rootfs (mount table)."""
+    """Facts the shell looked up for a container: upperdir (Snapshots), rootfs (mount table),
+    the start time of its task's process (/proc) when no /tasks/start event told it."""
 
     ts: float
     container_id: ContainerId
     upperdir: str | None = None
     rootfs: str | None = None
+    started_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,7 +31,7 @@ from typing import TypeVar
 import trio
 from trio_util import AsyncValue
 
-from . import cgroups, decode, mounts
+from . import cgroups, decode, mounts, procfs
 from ._nursery import single_errors
 from .changes import DEFAULT_BUFFER, ChangeHub, ChangeStream
 from .client import (
@@ -333,9 +333,21 @@ class Watcher:
             else {}
         )
         return [
-            Resolved(ts=ts, container_id=cid, upperdir=upperdir, rootfs=rootfs.get(cid))
+            Resolved(
+                ts=ts,
+                container_id=cid,
+                upperdir=upperdir,
+                rootfs=rootfs.get(cid),
+                started_at=self._started_at(cid),
+            )
             for cid, upperdir in zip(cids, upperdirs, strict=True)
         ]
+
+    def _started_at(self, cid: ContainerId) -> float | None:
+        ws = self._index.by_container(cid)
+        if ws is None or ws.pid is None or ws.started_at is not None:
+            return None
+        return procfs.started_at(ws.pid, self.settings.proc_root)
 
     async def _upperdir(self, client: Client, cid: ContainerId) -> str | None:
         snapshotter, key = _snapshot_of(self._index, cid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,9 @@ async def test_initial_sync_finds_running_pods(containerd: PrivateContainerd, po
         ws = w.workspaces()["inst-before"]  # no waiting: the initial sync resolved it
         assert ws.running and ws.container_id == pod.containers["workspace"]
         assert ws.upperdir is not None and ws.rootfs is not None
+        # no /tasks/start was seen: the start time comes from the kernel
+        assert ws.created_at is not None and ws.started_at is not None
+        assert ws.created_at - 1 <= ws.started_at <= time.time()
         assert_in_cgroup(ws)
         assert await file_appears(Path(ws.upperdir) / "marker") == "written-inside\n"
         assert Path(ws.rootfs, "bin", "busybox").is_file()
