@@ -48,6 +48,7 @@ from .index import Index
 from .labels import GITPOD_SCHEMES, LabelScheme
 from .records import (
     KIND_CONTAINER,
+    ChangeKind,
     ContainerChanged,
     ContainerId,
     ContainerRecord,
@@ -292,7 +293,7 @@ class Watcher:
             for resolved in await self._resolve(client, unresolved, event.ts):
                 changes += self._index.apply(resolved)
         for change in changes:
-            if isinstance(change, WorkspaceChange) and change.kind.value == "running":
+            if change.kind is ChangeKind.RUNNING:
                 self._check_cgroup(change.workspace)
             self._hub.publish(change)
         if changes:
