@@ -15,7 +15,14 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from containerd_protos.events import container_pb2, task_pb2
+from containerd_protos.events import (
+    container_pb2,
+    content_pb2,
+    image_pb2,
+    namespace_pb2,
+    snapshot_pb2,
+    task_pb2,
+)
 from containerd_protos.services.containers.v1 import containers_pb2
 from containerd_protos.services.images.v1 import images_pb2
 from containerd_protos.types import event_pb2, mount_pb2
@@ -58,6 +65,15 @@ _EVENT_CLASSES: dict[str, type[Message]] = {
     for cls in vars(module).values()
     if isinstance(cls, type) and issubclass(cls, Message)
 }
+
+#: every event type of containerd's API (as vendored): those without a class above are
+#: ignored quietly; a type outside this set is news (a newer containerd, a plugin)
+KNOWN_EVENT_TYPES: frozenset[str] = frozenset(
+    cls.DESCRIPTOR.full_name
+    for module in (task_pb2, container_pb2, content_pb2, image_pb2, namespace_pb2, snapshot_pb2)
+    for cls in vars(module).values()
+    if isinstance(cls, type) and issubclass(cls, Message)
+)
 
 _TASK_STATUS = {
     task_types_pb2.Status.UNKNOWN: TaskStatus.UNKNOWN,

@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 #: wedged, or a connection that died silently, is noticed within this time
 HEALTH_CHECK_INTERVAL = 10.0
 
+#: distinct unknown event types warned about (once each); more are ignored silently
+MAX_UNKNOWN_TYPES = 100
+
 #: Snapshots.Mounts calls in flight while resolving the workspaces of a (re)sync
 RESOLVE_CONCURRENCY = 32
 
@@ -144,6 +147,7 @@ class Watcher:
         self._mountinfo = mounts.mountinfo_path(self.settings.proc_root)
         self._wake = trio.Event()
         self._suspects = Corrections(self.settings.relist_grace)
+        self._unknown_types: set[str] = set()
 
     @property
     def corrections(self) -> int:
@@ -268,12 +272,20 @@ class Watcher:
     async def _handle(self, client: Client, envelope: Envelope) -> None:
         event = envelope.event
         if event is None:
+            self._unknown_type(envelope)
             return
         if isinstance(event, ContainerChanged):
             try:
                 record = await client.get_container(event.container_id)
             except NotFound:
-                # deleted right after it was created: its delete event follows
+                # deleted right after it was created (its delete event follows); if not, the
+                # next relist finds it
+                log.warning(
+                    "container %s: announced by %s, but containerd has no such container; "
+                    "skipped",
+                    event.container_id,
+                    envelope.topic,
+                )
                 return
             if not self._index.is_candidate(record.labels):
                 return
@@ -285,6 +297,21 @@ class Watcher:
         ):
             event = replace(event, rootfs=self._find_rootfs(event.container_id))
         await self._apply(client, event)
+
+    def _unknown_type(self, envelope: Envelope) -> None:
+        """Warn once per event type that containerd's API does not know (undecodable
+        payloads of known types were warned about by `decode`)."""
+        name = envelope.type_name
+        if name in decode.KNOWN_EVENT_TYPES or name in self._unknown_types:
+            return
+        if len(self._unknown_types) >= MAX_UNKNOWN_TYPES:
+            return
+        self._unknown_types.add(name)
+        log.warning(
+            "event of unknown type %r on %s ignored (a newer containerd?); not repeated",
+            name,
+            envelope.topic,
+        )
 
     async def _apply(self, client: Client, event: Event) -> list[WorkspaceChange]:
         changes = self._index.apply(event)
