@@ -1,0 +1,340 @@
+"""Shared helpers of the benchmarks: statistics, timestamped subprocess output, child roles.
+
+One clock everywhere: `now()` = `time.monotonic()` (CLOCK_MONOTONIC, system-wide on Linux, so
+timestamps taken in different processes compare directly).
+
+Child roles (``python -m benchmarks.common ROLE ...``), so the thing measured never shares a
+GIL with the thing that drives it:
+
+* ``stamp -- CMD...``   run CMD; print each of its stdout lines as ``T LINE``, T taken by a
+  reader thread on arrival (used for ``ctr events`` and ``ws-watcher watch``);
+* ``probe ADDRESS``     an in-process watcher: ``T KIND CONTAINER_ID`` per change, stamped as
+  `changes()` yields it (``T synced N`` after each sync);
+* ``fake DIR``          a FakeContainerd serving on DIR/fake.sock, driven by stdin commands
+  (see `_fake_main`); it answers each with one ``ok ...`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results.json"
+now = time.monotonic
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Order statistics of a sample (nearest-rank percentiles)."""
+
+    n: int
+    median: float
+    p95: float
+    p99: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stats:
+        if not values:
+            nan = float("nan")
+            return cls(0, nan, nan, nan, nan)
+        ordered = sorted(values)
+
+        def rank(q: float) -> float:
+            return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+
+        return cls(len(ordered), statistics.median(ordered), rank(0.95), rank(0.99), ordered[-1])
+
+    def row(self, unit: str = "ms", digits: int = 1) -> str:
+        f = f"{{:.{digits}f}}"
+        cells = (f.format(v) for v in (self.median, self.p95, self.p99, self.max))
+        return " / ".join(cells) + f" {unit} (n={self.n})"
+
+
+def rounded(value: Any, digits: int = 4) -> Any:
+    """`value` with floats rounded, recursively (dataclasses become dicts): for the JSON."""
+    if hasattr(value, "__dataclass_fields__"):
+        value = asdict(value)
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def quiet() -> None:
+    """Keep the watcher's warnings off the table (synthetic PIDs are real processes' PIDs,
+    so every cgroup cross-check of a synthetic workspace warns)."""
+    import logging
+
+    logging.getLogger("watcher").setLevel(logging.ERROR)
+
+
+def median_time(fn: Callable[[], float], repeat: int) -> float:
+    return statistics.median(fn() for _ in range(repeat))
+
+
+def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
+    width = max((len(k) for k, _ in rows), default=0)
+    print(f"\n== {title}")
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+    sys.stdout.flush()
+
+
+# --- subprocesses -------------------------------------------------------------------------
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO), env.get("PYTHONPATH"))))
+    return env
+
+
+def child_argv(role: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.common", role, *args]
+
+
+def stamped(argv: Sequence[str]) -> list[str]:
+    """`argv` run under the stamper: its lines come back as ``T LINE``."""
+    return child_argv("stamp", "--", *argv)
+
+
+def watch_argv(address: str) -> list[str]:
+    """The `ws-watcher watch` command line (the installed console script's module)."""
+    return [sys.executable, "-m", "watcher", "watch", "--address", address]
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+class Lines:
+    """A subprocess whose stdout lines are collected by a reader thread as (time, text).
+
+    With ``prestamped`` the child prints ``T TEXT`` (the stamper, the probe) and T is used;
+    otherwise the arrival time here. ``stdin=True`` gives a pipe for `send`.
+    """
+
+    def __init__(self, argv: Sequence[str], *, prestamped: bool = False, stdin: bool = False):
+        self.argv = list(argv)
+        self.lines: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            env=child_env(),
+            cwd=REPO,
+        )
+        self._prestamped = prestamped
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            t, text = now(), raw.rstrip("\n")
+            if self._prestamped:
+                stamp, _, text = text.partition(" ")
+                t = float(stamp)
+            with self._cond:
+                self.lines.append((t, text))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def send(self, command: str) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(command + "\n")
+        self._proc.stdin.flush()
+
+    def wait_for(self, match: Callable[[str], bool], timeout: float, start: int = 0) -> int:
+        """Index of the first line from `start` on that matches; TimeoutError after `timeout`."""
+        deadline = now() + timeout
+        with self._cond:
+            while True:
+                for i in range(start, len(self.lines)):
+                    if match(self.lines[i][1]):
+                        return i
+                start = len(self.lines)
+                left = deadline - now()
+                if left <= 0 or (self._proc.poll() is not None and not self._reader.is_alive()):
+                    raise TimeoutError(f"{self.argv[:4]}: no matching line after {timeout}s")
+                self._cond.wait(left)
+
+    def wait_count(self, match: Callable[[str], bool], n: int, timeout: float) -> float:
+        """Wait until `n` lines match; the time of the n-th. TimeoutError after `timeout`."""
+        deadline = now() + timeout
+        with self._cond:
+            while True:
+                times = [t for t, text in self.lines if match(text)]
+                if len(times) >= n:
+                    return times[n - 1]
+                left = deadline - now()
+                if left <= 0:
+                    raise TimeoutError(f"{self.argv[:4]}: {len(times)} of {n} lines")
+                self._cond.wait(min(left, 1.0))
+
+    def ask(self, command: str, timeout: float = 120.0) -> list[str]:
+        """Send a command to a `fake` child; the words of its ``ok ...`` answer."""
+        start = len(self.lines)
+        self.send(command)
+        i = self.wait_for(lambda s: s.startswith("ok"), timeout, start)
+        return self.lines[i][1].split()[1:]
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._reader.join(5)
+
+    def __enter__(self) -> Lines:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@contextmanager
+def fake_server() -> Iterator[tuple[Lines, str]]:
+    """A FakeContainerd in a child process: (its command channel, its socket path)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="wsb-") as tmp,
+        Lines(child_argv("fake", tmp), stdin=True) as fake,
+    ):
+        (address,) = fake.ask("address", timeout=30)
+        try:
+            yield fake, address
+        finally:
+            fake.send("quit")
+
+
+# --- child roles --------------------------------------------------------------------------
+
+
+def _stamp_main(argv: list[str]) -> None:
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, bufsize=1) as proc:
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                t = now()
+                sys.stdout.write(f"{t:.6f} {line}")
+                sys.stdout.flush()
+        finally:
+            proc.terminate()
+
+
+def _probe_main(address: str) -> None:
+    import trio
+
+    from watcher import open_watcher
+    from watcher.records import Synced, WorkspaceChange
+
+    async def main() -> None:
+        async with open_watcher(address) as w:
+            print(f"{now():.6f} synced {len(w.workspaces())}", flush=True)
+            with w.changes() as changes:
+                async for change in changes:
+                    t = now()
+                    if isinstance(change, WorkspaceChange):
+                        line = f"{change.kind.value} {change.workspace.container_id}"
+                    elif isinstance(change, Synced):
+                        line = f"synced {change.workspaces}"
+                    else:
+                        line = type(change).__name__.lower()
+                    print(f"{t:.6f} {line}", flush=True)
+
+    trio.run(main)
+
+
+def _fake_main(directory: str) -> None:
+    """Commands: ``address``; ``synth N`` (N silent running workspaces); ``add K`` (K pods
+    with events); ``rm`` (remove the pods of ``add``, with events); ``teardown N`` (delete
+    the first N synthetic workspace containers, events queued while streams are stalled,
+    then released: answers ``ok T0 EVENTS``, T0 the release time); ``quit``."""
+    from watcher.testing.fake import FakeContainerd, FakePod
+    from watcher.testing.labels import mk2_labels
+
+    synthetic: list[FakePod] = []
+    added: list[FakePod] = []
+    serial = 0
+    with FakeContainerd(directory) as fake:
+        for line in sys.stdin:
+            cmd, *args = line.split()
+            reply = ""
+            if cmd == "address":
+                reply = fake.address
+            elif cmd == "synth":
+                synthetic += fake.add_synthetic_workspaces(int(args[0]), prefix=f"s{serial}")
+                serial += 1
+            elif cmd == "add":
+                for _ in range(int(args[0])):
+                    serial += 1
+                    iid = f"inst-{serial}"
+                    added.append(fake.add_pod(f"c{serial}", labels=mk2_labels(iid, iid, "o")))
+            elif cmd == "rm":
+                for pod in added:
+                    fake.remove_pod(pod)
+                added.clear()
+            elif cmd == "teardown":
+                before = len(fake.published())
+                with fake.stalled():
+                    for pod in synthetic[: int(args[0])]:
+                        fake.delete_container(pod.containers["workspace"])
+                t0 = now()
+                reply = f"{t0:.6f} {len(fake.published()) - before}"
+            elif cmd == "quit":
+                return
+            print(f"ok {reply}", flush=True)
+
+
+def save_results(results: dict[str, Any], path: Path = RESULTS) -> None:
+    path.write_text(json.dumps(rounded(results), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    role, *rest = sys.argv[1:]
+    if role == "stamp":
+        _stamp_main(rest[1:] if rest[:1] == ["--"] else rest)
+    elif role == "probe":
+        _probe_main(rest[0])
+    elif role == "fake":
+        _fake_main(rest[0])
+    else:
+        raise SystemExit(f"unknown role {role!r}")
