@@ -162,21 +162,36 @@ def find_rootfs(
     return found
 
 
-def rootfs_points(mounts: Iterable[MountInfo], *, namespace: str = "k8s.io") -> dict[str, str]:
-    """Every task rootfs mount point of `namespace`, by container id: `find_rootfs` (without
-    a state dir hint) for all containers at once, in one pass over the table.
+@dataclass(frozen=True, slots=True)
+class TaskRootfs:
+    """A task's rootfs as the mount table shows it: where, and (overlay) its upper layer."""
 
-    For the shell's resyncs: looking thousands of containers up one by one would scan the
-    (then equally long) mount table once per container.
+    mount_point: str
+    upperdir: str | None
+
+
+def task_rootfs(mounts: Iterable[MountInfo], *, namespace: str = "k8s.io") -> dict[str, TaskRootfs]:
+    """Every task rootfs of `namespace` by container id, in one pass over the table.
+
+    The overlay's super options carry its `upperdir=`, so the mount table alone resolves
+    both facts of a running workspace without one Snapshots.Mounts call per container (a
+    start-up with thousands of workspaces would otherwise make thousands of round trips).
+    Of several mounts for one id, the shallowest wins (a nested containerd's state lies
+    deeper), and of equally deep ones the last (a remount).
     """
-    found: dict[str, str] = {}
+    found: dict[str, TaskRootfs] = {}
     for mount in mounts:
         point = mount.mount_point
         if not point.endswith("/rootfs"):
             continue
         parts = point.rsplit("/", 4)
         if len(parts) == 5 and parts[1] == _TASK_DIR and parts[2] == namespace and parts[3]:
-            found[parts[3]] = point  # the last match wins, as in find_rootfs
+            known = found.get(parts[3])
+            if known is not None and len(known.mount_point) < len(point):
+                continue  # a nested containerd's look-alike lies deeper than the node's
+            is_overlay = mount.fs_type == "overlay"
+            upperdir = upperdir_from_options(mount.super_options) if is_overlay else None
+            found[parts[3]] = TaskRootfs(point, upperdir)
     return found
 
 

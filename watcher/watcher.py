@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 #: wedged, or a connection that died silently, is noticed within this time
 HEALTH_CHECK_INTERVAL = 10.0
 
+#: distinct causes of one outage warned about; repeated or further ones are debug-logged
+MAX_OUTAGE_CAUSES = 5
+
 #: distinct unknown event types warned about (once each); more are ignored silently
 MAX_UNKNOWN_TYPES = 100
 
@@ -148,6 +151,7 @@ class Watcher:
         self._wake = trio.Event()
         self._suspects = Corrections(self.settings.relist_grace)
         self._unknown_types: set[str] = set()
+        self._causes: set[str] = set()  # of the current outage, warned about
 
     @property
     def corrections(self) -> int:
@@ -225,11 +229,18 @@ class Watcher:
             self._suspects.suspect(change, trio.current_time())
 
     def _lost(self, exc: Exception) -> None:
+        """One warning (and one `Disconnected`) per outage, plus one per new cause within it
+        (containerd gone, then something else on its socket), at most `MAX_OUTAGE_CAUSES`."""
         self._ready.value = False
+        cause = str(exc)
         if not self._outage:
             self._outage = True
+            self._causes = {cause}
             log.warning("lost containerd: %s; reconnecting", exc)
-            self._hub.publish(Disconnected(ts=time.time(), error=str(exc)))
+            self._hub.publish(Disconnected(ts=time.time(), error=cause))
+        elif cause not in self._causes and len(self._causes) < MAX_OUTAGE_CAUSES:
+            self._causes.add(cause)
+            log.warning("still no containerd: %s; reconnecting", exc)
         else:
             log.debug("still no containerd: %s", exc)
 
@@ -281,8 +292,7 @@ class Watcher:
                 # deleted right after it was created (its delete event follows); if not, the
                 # next relist finds it
                 log.warning(
-                    "container %s: announced by %s, but containerd has no such container; "
-                    "skipped",
+                    "container %s: announced by %s, but containerd has no such container; skipped",
                     event.container_id,
                     envelope.topic,
                 )
@@ -332,43 +342,44 @@ class Watcher:
     ) -> list[Resolved]:
         """Look up what the event stream did not tell: upperdirs and rootfs mount points.
 
-        The upperdirs come from Snapshots.Mounts, `RESOLVE_CONCURRENCY` calls in flight (a
-        start-up with thousands of workspaces must not wait for thousands of round trips
-        one after the other); the rootfs mount points from one read of the mount table.
-        Raises the first `ConnectError` of the lookups, once they have all ended.
+        One read of the node's mount table gives both for every running task (the rootfs
+        overlay's super options name its upperdir). Only where it cannot (no host /proc,
+        another snapshotter) do we ask Snapshots.Mounts, `RESOLVE_CONCURRENCY` calls in
+        flight, so a start-up with thousands of workspaces does not make thousands of round
+        trips one after the other. Raises the first `ConnectError`, once all lookups ended.
         """
-        upperdirs: list[str | None] = [None] * len(cids)
+        table = self._mount_table()
+        found = (
+            {} if table is None else mounts.task_rootfs(table, namespace=self.settings.namespace)
+        )
+        upperdirs: dict[ContainerId, str | None] = {
+            cid: r.upperdir for cid in cids if (r := found.get(cid)) and r.upperdir
+        }
         failures: list[Exception] = []
-        pending = iter(enumerate(cids))
+        pending = iter([cid for cid in cids if cid not in upperdirs])
 
         async def lookups() -> None:
-            for i, cid in pending:  # one iterator shared by the workers
+            for cid in pending:  # one iterator shared by the workers
                 try:
-                    upperdirs[i] = await self._upperdir(client, cid)
+                    upperdirs[cid] = await self._upperdir(client, cid)
                 except ConnectError as exc:
                     failures.append(exc)
                     return
 
         async with trio.open_nursery() as nursery:
-            for _ in range(min(RESOLVE_CONCURRENCY, len(cids))):
+            for _ in range(min(RESOLVE_CONCURRENCY, len(cids) - len(upperdirs))):
                 nursery.start_soon(lookups)
         if failures:
             raise failures[0]
-        table = self._mount_table()
-        rootfs = (
-            mounts.rootfs_points(table, namespace=self.settings.namespace)
-            if table is not None
-            else {}
-        )
         return [
             Resolved(
                 ts=ts,
                 container_id=cid,
-                upperdir=upperdir,
-                rootfs=rootfs.get(cid),
+                upperdir=upperdirs.get(cid),
+                rootfs=r.mount_point if (r := found.get(cid)) else None,
                 started_at=self._started_at(cid),
             )
-            for cid, upperdir in zip(cids, upperdirs, strict=True)
+            for cid in cids
         ]
 
     def _started_at(self, cid: ContainerId) -> float | None:
@@ -410,7 +421,8 @@ class Watcher:
         table = self._mount_table(only=cid)
         if table is None:
             return None
-        return mounts.find_rootfs(table, cid, namespace=self.settings.namespace)
+        found = mounts.task_rootfs(table, namespace=self.settings.namespace).get(cid)
+        return found.mount_point if found else None
 
     def _check_cgroup(self, ws: Workspace) -> None:
         if ws.pid is None or ws.cgroup_path is None:

@@ -13,9 +13,11 @@ from watcher.mounts import (
     MountInfo,
     PathMap,
     PathMapError,
+    TaskRootfs,
     find_rootfs,
     mountinfo_path,
     parse_mountinfo,
+    task_rootfs,
     upperdir_from_options,
 )
 
@@ -368,3 +370,17 @@ def test_upperdir_from_options(options: list[str], expected: str | None) -> None
 def test_upperdir_from_a_string_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         upperdir_from_options("rw,upperdir=/x")
+
+
+def test_task_rootfs_gives_mount_points_and_upperdirs_in_one_pass() -> None:
+    found = task_rootfs(parse_mountinfo(NODE_MOUNTINFO), namespace="k8s.io")
+    # the last mount of CID wins; the nested containerd's look-alike path does not match
+    assert found[CID] == TaskRootfs(f"{TASKS}/k8s.io/{CID}/rootfs", f"{SNAP}/43/fs")
+    assert found[OTHER].upperdir == f"{SNAP}/41/fs"
+    assert set(found) == {CID, OTHER}
+    assert set(task_rootfs(parse_mountinfo(NODE_MOUNTINFO), namespace="moby")) == {CID}
+
+
+def test_task_rootfs_of_a_non_overlay_mount_has_no_upperdir() -> None:
+    line = f"9 1 0:9 / {TASKS}/k8s.io/{CID}/rootfs rw - tmpfs tmpfs rw,upperdir=/fake\n"
+    assert task_rootfs(parse_mountinfo(line))[CID].upperdir is None
