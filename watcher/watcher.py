@@ -46,6 +46,7 @@ from .corrections import GRACE, Corrections
 from .errors import ConnectError, ContainerdError, NoCgroup, NotFound, NotResolved, UsageError
 from .index import Index
 from .labels import GITPOD_SCHEMES, LabelScheme
+from .prefetch import Step, open_prefetch
 from .records import (
     KIND_CONTAINER,
     ChangeKind,
@@ -195,32 +196,27 @@ class Watcher:
     async def _follow(self, client: Client, events: Events) -> None:
         """Apply the stream; between events, relist on schedule and check containerd lives.
 
-        Only the wait for the next envelope is ever interrupted (a memory-channel receive
-        loses nothing when cancelled); handling an envelope always runs to its end.
+        Only the wait for the next step is ever interrupted (a memory-channel receive loses
+        nothing when cancelled); applying a step always runs to its end.
         """
         interval = self.settings.relist_interval
         next_relist = trio.current_time() + interval if interval > 0 else math.inf
-        while True:
-            now = trio.current_time()
-            idle_until = now + HEALTH_CHECK_INTERVAL
-            envelope: Envelope | None = None
-            with trio.move_on_at(min(next_relist, idle_until, self._suspects.next_due())):
-                try:
-                    envelope = await events.__anext__()
-                except StopAsyncIteration:
-                    raise ConnectError("containerd closed the event stream") from None
-            if envelope is not None:
-                if envelope.event is not None:
-                    self._suspects.confirm(getattr(envelope.event, "container_id", None))
-                await self._handle(client, envelope)
-                continue
-            now = trio.current_time()
-            self._suspects.report_due(now)
-            if now >= next_relist:
-                await self._relist(client)
-                next_relist = trio.current_time() + interval
-            elif now >= idle_until:
-                await client.version()  # a quiet stream: is anybody there?
+        async with open_prefetch(client, events) as steps:
+            while True:
+                idle_until = trio.current_time() + HEALTH_CHECK_INTERVAL
+                step: Step | None = None
+                with trio.move_on_at(min(next_relist, idle_until, self._suspects.next_due())):
+                    step = await steps.receive()
+                if step is not None:
+                    await self._take(client, step)
+                    continue
+                now = trio.current_time()
+                self._suspects.report_due(now)
+                if now >= next_relist:
+                    await self._relist(client)
+                    next_relist = trio.current_time() + interval
+                elif now >= idle_until:
+                    await client.version()  # a quiet stream: is anybody there?
 
     async def _relist(self, client: Client) -> None:
         """The safety relist: whatever it changes is an event the stream did not deliver."""
@@ -280,15 +276,20 @@ class Watcher:
                 stopped.append(TaskRecord(container_id=c.id, pid=0, status=TaskStatus.STOPPED))
         return stopped
 
-    async def _handle(self, client: Client, envelope: Envelope) -> None:
+    async def _take(self, client: Client, step: Step) -> None:
+        """Apply one step of the stream, its prefetched Get awaited first."""
+        await step.ready.wait()
+        if step.error is not None:
+            raise step.error
+        envelope = step.envelope
+        assert envelope is not None  # only a failing step has none
         event = envelope.event
         if event is None:
             self._unknown_type(envelope)
             return
+        self._suspects.confirm(getattr(event, "container_id", None))
         if isinstance(event, ContainerChanged):
-            try:
-                record = await client.get_container(event.container_id)
-            except NotFound:
+            if step.missing:
                 # deleted right after it was created (its delete event follows); if not, the
                 # next relist finds it
                 log.warning(
@@ -297,7 +298,8 @@ class Watcher:
                     envelope.topic,
                 )
                 return
-            if not self._index.is_candidate(record.labels):
+            record = step.record
+            if record is None or not self._index.is_candidate(record.labels):
                 return
             event = ContainerSeen(ts=event.ts, container=record)
         elif (
