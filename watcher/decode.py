@@ -7,8 +7,10 @@ container, because dropping a workspace over a cosmetic field would be a lie of 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -134,6 +136,13 @@ def task(pb: task_types_pb2.Process) -> TaskRecord:
     )
 
 
+def _interned(labels: Mapping[str, str]) -> dict[str, str]:
+    """A copy of `labels` with shared strings: the same keys and most of the same values
+    (`app=gitpod`, `component=workspace`, ...) repeat on every workspace of a node, and one
+    copy each instead of thousands is most of what a tracked workspace costs in memory."""
+    return {sys.intern(k): sys.intern(v) for k, v in labels.items()}
+
+
 def container(pb: containers_pb2.Container) -> ContainerRecord:
     cid = ContainerId(pb.id)
     spec = _spec(cid, pb)
@@ -144,8 +153,8 @@ def container(pb: containers_pb2.Container) -> ContainerRecord:
         oci_mounts = _oci_mounts(spec)
     return ContainerRecord(
         id=cid,
-        labels=dict(pb.labels),
-        image=pb.image,
+        labels=_interned(pb.labels),
+        image=sys.intern(pb.image),
         runtime=pb.runtime.name,
         snapshotter=pb.snapshotter,
         snapshot_key=pb.snapshot_key,
@@ -202,14 +211,16 @@ def _oci_mounts(spec: Mapping[str, Any]) -> tuple[Mount, ...]:
     if not isinstance(raw, list):
         return ()
     return tuple(
-        Mount(
-            destination=str(m.get("destination", "")),
-            source=str(m.get("source", "")),
-            type=str(m.get("type", "")),
-        )
+        _mount(str(m.get("destination", "")), str(m.get("source", "")), str(m.get("type", "")))
         for m in raw
         if isinstance(m, dict)
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _mount(destination: str, source: str, type: str) -> Mount:
+    # /proc, /dev, /sys, ... are the same on every container: one shared object each
+    return Mount(destination=destination, source=source, type=type)
 
 
 def _extension(cid: ContainerId, pb: containers_pb2.Container, key: str) -> dict[str, Any]:
