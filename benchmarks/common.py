@@ -287,7 +287,8 @@ def _fake_main(directory: str) -> None:
     """Commands: ``address``; ``synth N`` (N silent running workspaces); ``add K`` (K pods
     with events); ``rm`` (remove the pods of ``add``, with events); ``teardown N`` (delete
     the first N synthetic workspace containers, events queued while streams are stalled,
-    then released: answers ``ok T0 EVENTS``, T0 the release time); ``quit``."""
+    then released: answers ``ok T0 EVENTS``, T0 the release time); ``mountinfo DIR`` (write
+    DIR/1/mountinfo as a node running the synthetic workspaces shows it); ``quit``."""
     from watcher.testing.fake import FakeContainerd, FakePod
     from watcher.testing.labels import mk2_labels
 
@@ -319,9 +320,25 @@ def _fake_main(directory: str) -> None:
                         fake.delete_container(pod.containers["workspace"])
                 t0 = now()
                 reply = f"{t0:.6f} {len(fake.published()) - before}"
+            elif cmd == "mountinfo":
+                _write_mount_table(Path(args[0]), synthetic)
             elif cmd == "quit":
                 return
             print(f"ok {reply}", flush=True)
+
+
+def _write_mount_table(proc: Path, pods: list[Any]) -> None:
+    """The mount table of a node running these workspaces: an overlay rootfs per task."""
+    tasks = "/run/containerd/io.containerd.runtime.v2.task/k8s.io"
+    snaps = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots"
+    (proc / "1").mkdir(parents=True, exist_ok=True)
+    with open(proc / "1" / "mountinfo", "w") as f:
+        for n, pod in enumerate(pods):
+            cid, layer = pod.containers["workspace"], f"{snaps}/{n + 2}"
+            f.write(
+                f"{1000 + n} 25 0:{60 + n} / {tasks}/{cid}/rootfs rw,relatime - overlay overlay "
+                f"rw,lowerdir={snaps}/1/fs,upperdir={layer}/fs,workdir={layer}/work\n"
+            )
 
 
 def save_results(results: dict[str, Any], path: Path = RESULTS) -> None:

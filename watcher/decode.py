@@ -32,6 +32,8 @@ from containerd_protos.types.task import task_pb2 as task_types_pb2
 
 from . import cgroups, mounts
 from .records import (
+    KIND_LABEL,
+    KIND_SANDBOX,
     ContainerChanged,
     ContainerDeleted,
     ContainerId,
@@ -144,8 +146,12 @@ def _interned(labels: Mapping[str, str]) -> dict[str, str]:
 
 
 def container(pb: containers_pb2.Container) -> ContainerRecord:
+    """The record of a container. A CRI sandbox (the pause container) matters for its
+    labels and pod metadata only, so its OCI spec, the largest part, is not decoded."""
     cid = ContainerId(pb.id)
-    spec = _spec(cid, pb)
+    labels = _interned(pb.labels)
+    sandbox = labels.get(KIND_LABEL) == KIND_SANDBOX
+    spec = None if sandbox else _spec(cid, pb)
     cgroup_path: str | None = None
     oci_mounts: tuple[Mount, ...] = ()
     if spec is not None:
@@ -153,7 +159,7 @@ def container(pb: containers_pb2.Container) -> ContainerRecord:
         oci_mounts = _oci_mounts(spec)
     return ContainerRecord(
         id=cid,
-        labels=_interned(pb.labels),
+        labels=labels,
         image=sys.intern(pb.image),
         runtime=pb.runtime.name,
         snapshotter=pb.snapshotter,
@@ -161,8 +167,8 @@ def container(pb: containers_pb2.Container) -> ContainerRecord:
         created_at=timestamp(pb.created_at, present=pb.HasField("created_at")),
         cgroup_path=cgroup_path,
         mounts=oci_mounts,
-        cri_container=_cri_container(cid, pb),
-        cri_sandbox=_cri_sandbox(cid, pb),
+        cri_container=None if sandbox else _cri_container(cid, pb),
+        cri_sandbox=_cri_sandbox(cid, pb) if sandbox else None,
     )
 
 

@@ -117,7 +117,8 @@ def _split_options(field: str) -> tuple[str, ...]:
 
 
 def _unescape(value: str) -> str:
-    return _OCTAL_ESCAPE.sub(_decode_octal, value)
+    # almost no field has an escape: skip the regex for those (a node's table is long)
+    return _OCTAL_ESCAPE.sub(_decode_octal, value) if "\\" in value else value
 
 
 def _decode_octal(match: re.Match[str]) -> str:

@@ -97,15 +97,21 @@ def test_cri_extensions() -> None:
     }
     pb = _container(SPEC)
     pb.extensions[decode.CRI_CONTAINER_EXTENSION].value = json.dumps(meta).encode()
-    pb.extensions[decode.CRI_SANDBOX_EXTENSION].value = json.dumps(sandbox).encode()
     rec = decode.container(pb)
-    assert rec.cri_container is not None and rec.cri_sandbox is not None
+    assert rec.cri_container is not None and rec.cri_sandbox is None
     assert rec.cri_container.name == "workspace" and rec.cri_container.attempt == 1
     assert rec.cri_container.sandbox_id == "s" * 64
     assert rec.cri_container.image_ref == "sha256:abc"
     assert rec.cri_container.log_path == "/var/log/pods/x/workspace/1.log"
     assert rec.cri_container.annotations == {"io.kubernetes.container.restartCount": "1"}
-    assert rec.cri_sandbox.uid == "u1" and rec.cri_sandbox.annotations == {"a": "b"}
+
+    sandbox_pb = _container(b"not even json")  # a sandbox's spec is not read at all
+    sandbox_pb.labels["io.cri-containerd.kind"] = "sandbox"
+    sandbox_pb.extensions[decode.CRI_SANDBOX_EXTENSION].value = json.dumps(sandbox).encode()
+    sandbox_rec = decode.container(sandbox_pb)
+    assert sandbox_rec.cri_sandbox is not None and sandbox_rec.cri_container is None
+    assert sandbox_rec.cri_sandbox.uid == "u1" and sandbox_rec.cri_sandbox.annotations == {"a": "b"}
+    assert sandbox_rec.cgroup_path is None and sandbox_rec.mounts == ()
 
 
 @pytest.mark.parametrize("raw", [b"garbage", b"[]", b'{"Metadata": 1}'])
