@@ -246,7 +246,11 @@ class Watcher:
         containers = await client.list_containers()
         tasks = await client.list_tasks()
         candidates = tuple(c for c in containers if self._index.is_candidate(c.labels))
-        tasks += self._exited_without_task(candidates, tasks)
+        if initial:
+            # only with no stream behind it: a relist or resync may list a container between
+            # CRI opening its log file and creating its task, and an exit is irrevocable (a
+            # running workspace reported exited: found by the soak); the stream tells exits
+            tasks += self._exited_without_task(candidates, tasks)
         listing = Relisted(ts=time.time(), containers=candidates, tasks=tuple(tasks))
         changes = await self._apply(client, listing)
         self._outage = False
