@@ -33,6 +33,7 @@ from containerd_protos.services.containers.v1 import containers_pb2, containers_
 from containerd_protos.services.content.v1 import content_pb2, content_pb2_grpc
 from containerd_protos.services.events.v1 import events_pb2, events_pb2_grpc
 from containerd_protos.services.images.v1 import images_pb2, images_pb2_grpc
+from containerd_protos.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from containerd_protos.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
 from containerd_protos.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from containerd_protos.services.version.v1 import version_pb2_grpc
@@ -180,6 +181,7 @@ class Client:
         self._version = version_pb2_grpc.VersionStub(self._channel)
         self._images = images_pb2_grpc.ImagesStub(self._channel)
         self._content = content_pb2_grpc.ContentStub(self._channel)
+        self._namespaces = namespace_pb2_grpc.NamespacesStub(self._channel)
         # one thread per live subscription; a separate limiter keeps them off trio's default
         self._stream_limiter = trio.CapacityLimiter(8)
 
@@ -211,6 +213,12 @@ class Client:
     async def version(self) -> Version:
         resp = await self._unary(self._version.Version, empty_pb2.Empty(), "Version")
         return Version(version=resp.version, revision=resp.revision)
+
+    async def namespaces(self) -> list[str]:
+        """The names of containerd's namespaces (those that hold anything)."""
+        req = namespace_pb2.ListNamespacesRequest()
+        resp = await self._unary(self._namespaces.List, req, "Namespaces.List")
+        return [ns.name for ns in resp.namespaces]
 
     async def list_containers(self, filters: Sequence[str] = ()) -> list[ContainerRecord]:
         """Every container of the namespace (matching containerd `filters`, if any).

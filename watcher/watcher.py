@@ -75,6 +75,9 @@ log = logging.getLogger(__name__)
 #: wedged, or a connection that died silently, is noticed within this time
 HEALTH_CHECK_INTERVAL = 10.0
 
+#: seconds after a (re)connection to the first safety relist (see `_follow`)
+SETTLE_RELIST = 5.0
+
 #: distinct causes of one outage warned about; repeated or further ones are debug-logged
 MAX_OUTAGE_CAUSES = 5
 
@@ -176,6 +179,8 @@ class Watcher:
                     client.subscribe() as events,
                 ):
                     self._client = client
+                    if not started:
+                        await self._check_namespace(client)
                     await self._resync(client, initial=not started)
                     if not started:
                         task_status.started()
@@ -193,6 +198,16 @@ class Watcher:
             self._wake = trio.Event()
             backoff = min(backoff * 2, self.settings.backoff_max)
 
+    async def _check_namespace(self, client: Client) -> None:
+        """containerd serves any namespace, an unknown one as empty: a typo would watch
+        nothing, silently. So the first connection insists that the namespace exists."""
+        known = await client.namespaces()
+        if self.settings.namespace not in known:
+            raise UsageError(
+                f"containerd has no namespace {self.settings.namespace!r} "
+                f"(it has: {', '.join(sorted(known)) or 'none'})"
+            )
+
     async def _follow(self, client: Client, events: Events) -> None:
         """Apply the stream; between events, relist on schedule and check containerd lives.
 
@@ -200,7 +215,11 @@ class Watcher:
         nothing when cancelled); applying a step always runs to its end.
         """
         interval = self.settings.relist_interval
-        next_relist = trio.current_time() + interval if interval > 0 else math.inf
+        # the first relist comes early: containerd registers a subscription only when it
+        # serves the call, at a moment the client cannot see, so an event published just
+        # then is in neither the listing nor the stream
+        first = min(interval, SETTLE_RELIST)
+        next_relist = trio.current_time() + first if interval > 0 else math.inf
         async with open_prefetch(client, events) as steps:
             while True:
                 idle_until = trio.current_time() + HEALTH_CHECK_INTERVAL
@@ -211,7 +230,8 @@ class Watcher:
                     await self._take(client, step)
                     continue
                 now = trio.current_time()
-                self._suspects.report_due(now)
+                if self._suspects.report_due(now):
+                    self._generation.value += 1  # `corrections` changed: wake `wait_until`
                 if now >= next_relist:
                     await self._relist(client)
                     next_relist = trio.current_time() + interval

@@ -180,11 +180,6 @@ def test_bad_values(args: list[str], ws_watcher: WsWatcher) -> None:
     assert len(line) < 200, line  # the mistake named, not echoed at length
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="containerd accepts any namespace (an unknown one is just empty): telling them "
-    "apart needs the Namespaces service, which neither the client nor the fake speaks yet",
-)
 def test_unknown_namespace(ws_watcher: WsWatcher) -> None:
     code, out, err = ws_watcher.run("ls", "--namespace", "no-such-namespace")
     assert (code, out) == (2, []), err
@@ -264,9 +259,6 @@ async def test_library_ids_are_usage_errors_or_not_found(fake: FakeContainerd) -
     assert issubclass(UsageError, WatcherError) and issubclass(NotFound, WatcherError)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="no Namespaces service in the client or the fake yet (see the CLI test)"
-)
 async def test_library_unknown_namespace(fake: FakeContainerd) -> None:
     with pytest.raises(UsageError, match="no-such-namespace"):
         async with open_watcher(fake.address, "no-such-namespace"):

@@ -715,3 +715,18 @@ async def test_safety_relist_counts_exactly_the_missed_event(
     else:
         assert corrected == []
     assert warnings_of(caplog_warnings) == corrected
+
+
+async def test_first_relist_comes_soon_after_connecting(
+    fake: FakeContainerd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What slipped between a subscription and its registration is found within seconds,
+    not after a whole `relist_interval`."""
+    monkeypatch.setattr(watcher_module, "SETTLE_RELIST", RELIST)
+    async with watching(fake, relist_interval=3600, relist_grace=GRACE) as wd:
+        fake.withhold_next(100)  # as if published before containerd registered us
+        workspace_pod(fake, "inst-early")
+        await wd.wait(running(wd.w, "inst-early"))  # the first relist found it
+        with trio.fail_after(PATIENCE):
+            await wd.w.wait_until(lambda: wd.w.corrections or None)  # counted after the grace
+        assert wd.w.corrections == 1

@@ -73,6 +73,7 @@ from containerd_protos.events import snapshot_pb2 as snapshot_events
 from containerd_protos.events import task_pb2 as task_events
 from containerd_protos.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from containerd_protos.services.events.v1 import events_pb2, events_pb2_grpc
+from containerd_protos.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from containerd_protos.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
 from containerd_protos.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from containerd_protos.services.version.v1 import version_pb2, version_pb2_grpc
@@ -116,6 +117,7 @@ class Rpc(enum.StrEnum):
     TASKS_GET = "/containerd.services.tasks.v1.Tasks/Get"
     SNAPSHOTS_MOUNTS = "/containerd.services.snapshots.v1.Snapshots/Mounts"
     EVENTS_SUBSCRIBE = "/containerd.services.events.v1.Events/Subscribe"
+    NAMESPACES_LIST = "/containerd.services.namespaces.v1.Namespaces/List"
 
 
 #: every RPC that only reads: a read-only client calls nothing else
@@ -386,6 +388,7 @@ class FakeContainerd:
             _add_tasks(_TasksService(self), server)
             _add_snapshots(_SnapshotsService(self), server)
             _add_events(_EventsService(self), server)
+            _add_namespaces(_NamespacesService(self), server)
             server.add_insecure_port(f"unix://{self._socket}")
             server.start()
             self._server, self._executor = server, executor
@@ -1344,6 +1347,7 @@ _add_containers: Callable[[Any, Any], None] = containers_pb2_grpc.add_Containers
 _add_tasks: Callable[[Any, Any], None] = tasks_pb2_grpc.add_TasksServicer_to_server
 _add_snapshots: Callable[[Any, Any], None] = snapshots_pb2_grpc.add_SnapshotsServicer_to_server
 _add_events: Callable[[Any, Any], None] = events_pb2_grpc.add_EventsServicer_to_server
+_add_namespaces: Callable[[Any, Any], None] = namespace_pb2_grpc.add_NamespacesServicer_to_server
 
 
 class _VersionService(version_pb2_grpc.VersionServicer):
@@ -1354,6 +1358,22 @@ class _VersionService(version_pb2_grpc.VersionServicer):
         self, request: empty_pb2.Empty, context: grpc.ServicerContext
     ) -> version_pb2.VersionResponse:
         return version_pb2.VersionResponse(version=self.fake.version, revision=self.fake.revision)
+
+
+class _NamespacesService(namespace_pb2_grpc.NamespacesServicer):
+    """containerd lists the namespaces that hold anything; CRI's `k8s.io` always exists."""
+
+    def __init__(self, fake: FakeContainerd) -> None:
+        self.fake = fake
+
+    def List(
+        self, request: namespace_pb2.ListNamespacesRequest, context: grpc.ServicerContext
+    ) -> namespace_pb2.ListNamespacesResponse:
+        with self.fake._lock:
+            names = sorted({NAMESPACE, *self.fake._namespaces})
+        return namespace_pb2.ListNamespacesResponse(
+            namespaces=[namespace_pb2.Namespace(name=n) for n in names]
+        )
 
 
 class _ContainersService(containers_pb2_grpc.ContainersServicer):
