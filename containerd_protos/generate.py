@@ -71,8 +71,12 @@ def generate(out_dir: Path) -> list[Path]:
 
 
 def _add_init_files(root: Path) -> None:
-    # protoc writes plain directories; make each one an importable package.
+    # protoc writes plain directories; make each one an importable package (not the vendored
+    # upstream tree under proto/, which holds .proto files only)
+    vendored = root / PROTO_ROOT.name
     for directory in [root, *(d for d in root.rglob("*") if d.is_dir())]:
+        if directory == vendored or vendored in directory.parents:
+            continue
         init = directory / "__init__.py"
         if not init.exists():
             init.write_text("")
