@@ -15,7 +15,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks.common import Lines, fake_server, median_time, now, print_table, stamped, watch_argv
+from benchmarks.common import (
+    Lines,
+    event_is,
+    fake_server,
+    median_time,
+    now,
+    print_table,
+    stamped,
+    watch_argv,
+)
 
 REAL = (0, 25, 100)
 SYNTHETIC = (1_000, 10_000)
@@ -39,7 +48,7 @@ def library_start(address: str, proc_root: str = "/proc") -> tuple[float, float,
 def cli_start(address: str) -> float:
     start = now()
     with Lines(stamped(watch_argv(address)), prestamped=True) as watch:
-        i = watch.wait_for(lambda s: '"synced"' in s, 60)
+        i = watch.wait_for(event_is("synced"), 60)
         return watch.lines[i][0] - start
 
 

@@ -118,6 +118,13 @@ def stamped(argv: Sequence[str]) -> list[str]:
     return child_argv("stamp", "--", *argv)
 
 
+def event_is(kind: str) -> Callable[[str], bool]:
+    """A `watch` line of this event. Not a substring test: a `removed` line carries the
+    workspace's last `"state"`, which can be `"running"` (a relist found it gone)."""
+    prefix = f'{{"event": "{kind}"'
+    return lambda line: line.startswith(prefix)
+
+
 def watch_argv(address: str) -> list[str]:
     """The `ws-watcher watch` command line (the installed console script's module)."""
     return [sys.executable, "-m", "watcher", "watch", "--address", address]

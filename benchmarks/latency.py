@@ -23,7 +23,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.common import Lines, Stats, child_argv, now, print_table, stamped, watch_argv
+from benchmarks.common import (
+    Lines,
+    Stats,
+    child_argv,
+    event_is,
+    now,
+    print_table,
+    stamped,
+    watch_argv,
+)
 
 PODS = 50
 POLL_INTERVAL = 1.0
@@ -154,7 +163,7 @@ def run() -> dict[str, Any]:
             Lines(stamped(watch_argv(address)), prestamped=True) as watch,
         ):
             probe.wait_for(lambda s: s.startswith("synced"), 60)
-            watch.wait_for(lambda s: '"synced"' in s, 60)
+            watch.wait_for(event_is("synced"), 60)
             poller = Poller(address)
             try:
                 _drive(pods_api, "seq", False, requests)

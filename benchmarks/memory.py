@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from benchmarks.common import Lines, fake_server, print_table, rss_bytes, watch_argv
+from benchmarks.common import Lines, event_is, fake_server, print_table, rss_bytes, watch_argv
 
 SIZES = (0, 1_000, 10_000)
 WARMUP = 200
@@ -27,7 +27,7 @@ def _synced_rss(n: int) -> int:
         if n:
             fake.ask(f"synth {n}")
         with Lines(watch_argv(address)) as watch:
-            watch.wait_for(lambda s: '"synced"' in s, 120)
+            watch.wait_for(event_is("synced"), 120)
             time.sleep(SETTLE)
             return rss_bytes(watch.pid)
 
@@ -35,15 +35,15 @@ def _synced_rss(n: int) -> int:
 def _cycles() -> tuple[int, int]:
     """(RSS after WARMUP cycles, RSS after CYCLES more)."""
     with fake_server() as (fake, address), Lines(watch_argv(address)) as watch:
-        watch.wait_for(lambda s: '"synced"' in s, 60)
+        watch.wait_for(event_is("synced"), 60)
         done = 0
         marks: list[int] = []
         for target in (WARMUP, WARMUP + CYCLES):
             while done < target:
                 fake.ask(f"add {ROUND}")
-                watch.wait_count(lambda s: '"running"' in s, done + ROUND, 60)
+                watch.wait_count(event_is("running"), done + ROUND, 60)
                 fake.ask("rm")
-                watch.wait_count(lambda s: '"removed"' in s, done + ROUND, 60)
+                watch.wait_count(event_is("removed"), done + ROUND, 60)
                 done += ROUND
             time.sleep(SETTLE)
             marks.append(rss_bytes(watch.pid))

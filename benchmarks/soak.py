@@ -21,14 +21,17 @@ import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import TypeVar
 
 import trio
 import trio.testing
 
 from watcher.changes import Lagged
-from watcher.records import ChangeKind, Disconnected, WorkspaceChange
+from watcher.records import ChangeKind, Disconnected, InstanceId, WorkspaceChange
 from watcher.testing import labels
 from watcher.testing.containerd import PrivateContainerd
 from watcher.testing.pods import Pod, Pods
@@ -77,12 +80,21 @@ def rss_kib() -> int:
     return 0
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _mapped(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """`fn` over `items` on the pool's threads (the kubelet's concurrency), in order."""
+    return list(pool.map(fn, items))
+
+
 def _all(w: Watcher, iids: set[str], *, running: bool) -> bool | None:
     spaces = w.workspaces()
     if running:
-        ok = all((ws := spaces.get(i)) is not None and ws.running for i in iids)  # type: ignore[call-overload]
+        ok = all((ws := spaces.get(InstanceId(i))) is not None and ws.running for i in iids)
     else:
-        ok = not any(i in spaces for i in iids)
+        ok = not any(InstanceId(i) in spaces for i in iids)
     return True if ok else None
 
 
@@ -129,17 +141,17 @@ async def soak(
                             )
 
                         batch_pods = await trio.to_thread.run_sync(
-                            lambda iids=iids: list(driver.map(create, iids))  # type: ignore[misc]
+                            partial(_mapped, driver, create, iids)
                         )
                         made += batch_pods
                         wanted = set(iids)
                         with trio.fail_after(WAIT):
-                            await w.wait_until(lambda s=wanted: _all(w, s, running=True))
+                            await w.wait_until(partial(_all, w, wanted, running=True))
                         await trio.to_thread.run_sync(
-                            lambda bp=batch_pods: list(driver.map(pods.remove_pod, bp))  # type: ignore[misc]
+                            partial(_mapped, driver, pods.remove_pod, batch_pods)
                         )
                         with trio.fail_after(WAIT):
-                            await w.wait_until(lambda s=wanted: _all(w, s, running=False))
+                            await w.wait_until(partial(_all, w, wanted, running=False))
                         rss, threads = rss_kib(), threading.active_count()
                         result.rss_per_batch_kib.append(rss)
                         result.rss_max_kib = max(result.rss_max_kib, rss)
