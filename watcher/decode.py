@@ -402,17 +402,9 @@ def _event(msg: Message, *, ts: float, at: float | None) -> Event | ContainerCha
             return TaskStarted(
                 ts=ts, container_id=ContainerId(msg.container_id), pid=msg.pid, started_at=at
             )
-        case task_pb2.TaskExit():
-            return TaskExited(
-                ts=ts,
-                container_id=ContainerId(msg.container_id),
-                exec_id=msg.id,
-                pid=msg.pid,
-                exit_status=msg.exit_status,
-                exited_at=timestamp(msg.exited_at, present=msg.HasField("exited_at")),
-            )
-        case task_pb2.TaskDelete():
-            return TaskDeleted(
+        case task_pb2.TaskExit() | task_pb2.TaskDelete():
+            ended = TaskExited if isinstance(msg, task_pb2.TaskExit) else TaskDeleted
+            return ended(
                 ts=ts,
                 container_id=ContainerId(msg.container_id),
                 exec_id=msg.id,
