@@ -318,8 +318,9 @@ class Watcher:
         if isinstance(event, ContainerChanged):
             if step.missing:
                 # deleted right after it was created (its delete event follows); if not, the
-                # next relist finds it
-                log.warning(
+                # next relist finds it. Known from a listing already: nothing was missed.
+                known = self._index.container_record(event.container_id) is not None
+                (log.debug if known else log.warning)(
                     "container %s: announced by %s, but containerd has no such container; skipped",
                     event.container_id,
                     envelope.topic,
