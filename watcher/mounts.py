@@ -19,9 +19,10 @@ __all__ = [
     "MountInfo",
     "PathMap",
     "PathMapError",
-    "find_rootfs",
+    "TaskRootfs",
     "mountinfo_path",
     "parse_mountinfo",
+    "task_rootfs",
     "upperdir_from_options",
 ]
 
@@ -126,41 +127,6 @@ def _decode_octal(match: re.Match[str]) -> str:
     # A byte above 0x7f is half of a file name's encoding: keep it the way
     # surrogateescape does, so os.fsencode gives back the original bytes.
     return chr(code) if code < 0x80 else chr(0xDC00 + code)
-
-
-def find_rootfs(
-    mounts: Iterable[MountInfo],
-    container_id: str,
-    state_dir_hint: str | None = None,
-    *,
-    namespace: str = "k8s.io",
-) -> str | None:
-    """Return where containerd mounted a task's root file system, or None.
-
-    For CRI containers the snapshot key is the container id, so either may be passed.
-    The mount point ends in `/io.containerd.runtime.v2.task/<namespace>/<id>/rootfs`; with
-    `state_dir_hint` (containerd's `state` directory, as the mount table shows it) the
-    whole path must match, which rules out a nested containerd's look-alike mounts. The
-    last match wins: the mount table lists mounts in mount order, so a later mount at the
-    same place hides an earlier one.
-
-    Raises:
-        UsageError: `container_id` or `namespace` is empty or contains `/`; containerd
-            refuses such identifiers, so it is a caller's mistake.
-    """
-    for identifier in (container_id, namespace):
-        if not identifier or "/" in identifier:
-            raise UsageError(f"not a containerd identifier: {identifier!r}")
-    tail = f"/{_TASK_DIR}/{namespace}/{container_id}/rootfs"
-    exact = None
-    if state_dir_hint is not None:
-        exact = posixpath.normpath(state_dir_hint).rstrip("/") + tail
-    found = None
-    for mount in mounts:
-        point = mount.mount_point
-        if (point == exact) if exact is not None else point.endswith(tail):
-            found = point
-    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from typing import TypeVar
 import trio
 from trio_util import AsyncValue
 
-from . import cgroups, decode, mounts, procfs
+from . import decode, mounts
 from ._nursery import single_errors
 from .changes import DEFAULT_BUFFER, ChangeHub, ChangeStream
 from .client import (
@@ -60,7 +60,6 @@ from .records import (
     ImageInfo,
     InstanceId,
     Relisted,
-    Resolved,
     Synced,
     TaskCreated,
     TaskRecord,
@@ -68,6 +67,7 @@ from .records import (
     Workspace,
     WorkspaceChange,
 )
+from .resolve import Resolver
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,6 @@ MAX_OUTAGE_CAUSES = 5
 
 #: distinct unknown event types warned about (once each); more are ignored silently
 MAX_UNKNOWN_TYPES = 100
-
-#: Snapshots.Mounts calls in flight while resolving the workspaces of a (re)sync
-RESOLVE_CONCURRENCY = 32
 
 T = TypeVar("T")
 
@@ -151,7 +148,7 @@ class Watcher:
         self._hub = ChangeHub(self.settings.change_buffer)
         self._client: Client | None = None
         self._outage = False
-        self._mountinfo = mounts.mountinfo_path(self.settings.proc_root)
+        self._resolver = Resolver(self._index, self.settings.namespace, self.settings.proc_root)
         self._wake = trio.Event()
         self._suspects = Corrections(self.settings.relist_grace)
         self._unknown_types: set[str] = set()
@@ -335,7 +332,7 @@ class Watcher:
             and event.rootfs is None
             and self._index.by_container(event.container_id) is not None
         ):
-            event = replace(event, rootfs=self._find_rootfs(event.container_id))
+            event = replace(event, rootfs=self._resolver.rootfs(event.container_id))
         await self._apply(client, event)
 
     def _unknown_type(self, envelope: Envelope) -> None:
@@ -357,120 +354,15 @@ class Watcher:
         changes = self._index.apply(event)
         unresolved = self._index.unresolved()
         if unresolved:
-            for resolved in await self._resolve(client, unresolved, event.ts):
+            for resolved in await self._resolver.resolve(client, unresolved, event.ts):
                 changes += self._index.apply(resolved)
         for change in changes:
             if change.kind is ChangeKind.RUNNING:
-                self._check_cgroup(change.workspace)
+                self._resolver.check_cgroup(change.workspace)
             self._hub.publish(change)
         if changes:
             self._generation.value += 1
         return changes
-
-    async def _resolve(
-        self, client: Client, cids: Sequence[ContainerId], ts: float
-    ) -> list[Resolved]:
-        """Look up what the event stream did not tell: upperdirs and rootfs mount points.
-
-        One read of the node's mount table gives both for every running task (the rootfs
-        overlay's super options name its upperdir). Only where it cannot (no host /proc,
-        another snapshotter) do we ask Snapshots.Mounts, `RESOLVE_CONCURRENCY` calls in
-        flight, so a start-up with thousands of workspaces does not make thousands of round
-        trips one after the other. Raises the first `ConnectError`, once all lookups ended.
-        """
-        table = self._mount_table()
-        found = (
-            {} if table is None else mounts.task_rootfs(table, namespace=self.settings.namespace)
-        )
-        upperdirs: dict[ContainerId, str | None] = {
-            cid: r.upperdir for cid in cids if (r := found.get(cid)) and r.upperdir
-        }
-        failures: list[Exception] = []
-        pending = iter([cid for cid in cids if cid not in upperdirs])
-
-        async def lookups() -> None:
-            for cid in pending:  # one iterator shared by the workers
-                try:
-                    upperdirs[cid] = await self._upperdir(client, cid)
-                except ConnectError as exc:
-                    failures.append(exc)
-                    return
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(min(RESOLVE_CONCURRENCY, len(cids) - len(upperdirs))):
-                nursery.start_soon(lookups)
-        if failures:
-            raise failures[0]
-        return [
-            Resolved(
-                ts=ts,
-                container_id=cid,
-                upperdir=upperdirs.get(cid),
-                rootfs=r.mount_point if (r := found.get(cid)) else None,
-                started_at=self._started_at(cid),
-            )
-            for cid in cids
-        ]
-
-    def _started_at(self, cid: ContainerId) -> float | None:
-        ws = self._index.by_container(cid)
-        if ws is None or ws.pid is None or ws.started_at is not None:
-            return None
-        return procfs.started_at(ws.pid, self.settings.proc_root)
-
-    async def _upperdir(self, client: Client, cid: ContainerId) -> str | None:
-        snapshotter, key = _snapshot_of(self._index, cid)
-        upperdir: str | None = None
-        try:
-            upperdir = decode.upperdir(await client.snapshot_mounts(snapshotter, key))
-        except NotFound:
-            log.warning("container %s: snapshot %s/%s not found", cid, snapshotter, key)
-        except ContainerdError as exc:
-            log.warning("container %s: snapshot mounts failed: %s", cid, exc)
-        if upperdir is None:
-            log.warning("container %s: no upperdir in snapshot %s/%s", cid, snapshotter, key)
-        return upperdir
-
-    def _mount_table(self, only: str | None = None) -> list[mounts.MountInfo] | None:
-        """The node's mount table; with `only`, just the lines that contain that text."""
-        # /proc reads are memory reads: cheap enough not to need a worker thread
-        try:
-            with open(self._mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-                text = f.read()
-        except OSError as exc:
-            log.warning("cannot read the mount table %s: %s", self._mountinfo, exc)
-            return None
-        if only is not None:
-            text = "\n".join(line for line in text.split("\n") if only in line)
-        return mounts.parse_mountinfo(text)
-
-    def _find_rootfs(self, cid: ContainerId) -> str | None:
-        # a container id has no characters the mount table escapes, so its rootfs line
-        # holds it verbatim: parsing only those lines spares a parse of the whole table
-        # (hundreds of lines on a busy node) on every /tasks/create
-        table = self._mount_table(only=cid)
-        if table is None:
-            return None
-        found = mounts.task_rootfs(table, namespace=self.settings.namespace).get(cid)
-        return found.mount_point if found else None
-
-    def _check_cgroup(self, ws: Workspace) -> None:
-        if ws.pid is None or ws.cgroup_path is None:
-            return
-        path = f"{self.settings.proc_root}/{ws.pid}/cgroup"
-        try:
-            with open(path, encoding="utf-8") as f:
-                actual = cgroups.proc_cgroup_path(f.read())
-        except OSError:
-            return  # the task may be gone already, or /proc is not the host's
-        if actual is not None and not cgroups.cgroup_matches(ws.cgroup_path, actual):
-            log.warning(
-                "container %s: spec cgroup %s, but %s shows %s",
-                ws.container_id,
-                ws.cgroup_path,
-                path,
-                actual,
-            )
 
     # --- waiting -------------------------------------------------------------------------
 
@@ -596,7 +488,7 @@ class Watcher:
         rootfs = ws.rootfs
         if rootfs is None:
             await trio.lowlevel.checkpoint()
-            rootfs = self._find_rootfs(ws.container_id)
+            rootfs = self._resolver.rootfs(ws.container_id)
         if rootfs is None:
             raise NotResolved(f"container {container_id} has no rootfs mounted")
         return rootfs if unmapped else self.settings.path_map.map(rootfs)
@@ -630,13 +522,6 @@ def _check_id(value: str, what: str) -> None:
         raise UsageError(f"empty {what}")
     if len(value) > 1024:
         raise UsageError(f"{what} of {len(value)} characters is not an id")
-
-
-def _snapshot_of(index: Index, cid: ContainerId) -> tuple[str, str]:
-    record = index.container_record(cid)
-    if record is not None and record.snapshotter:
-        return record.snapshotter, record.snapshot_key or cid
-    return "overlayfs", cid
 
 
 @asynccontextmanager

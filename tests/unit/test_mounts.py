@@ -14,7 +14,6 @@ from watcher.mounts import (
     PathMap,
     PathMapError,
     TaskRootfs,
-    find_rootfs,
     mountinfo_path,
     parse_mountinfo,
     task_rootfs,
@@ -195,55 +194,6 @@ def test_escape_round_trip(root: str, mount_point: str, source: str) -> None:
     )
     [mount] = parse_mountinfo(line)
     assert (mount.root, mount.mount_point, mount.source) == (root, mount_point, source)
-
-
-# --- find_rootfs -----------------------------------------------------------------------------
-
-
-def test_find_rootfs_takes_the_last_match() -> None:
-    mounts = parse_mountinfo(NODE_MOUNTINFO)
-    found = find_rootfs(mounts, CID)
-    assert found == f"/nested{TASKS}/k8s.io/{CID}/rootfs"  # without a hint, any tail matches
-
-
-def test_find_rootfs_with_state_dir_hint() -> None:
-    mounts = parse_mountinfo(NODE_MOUNTINFO)
-    assert find_rootfs(mounts, CID, "/run/containerd") == f"{TASKS}/k8s.io/{CID}/rootfs"
-    assert find_rootfs(mounts, CID, "/run/containerd/") == f"{TASKS}/k8s.io/{CID}/rootfs"
-    assert find_rootfs(mounts, CID, "/nested/run/containerd") == (
-        f"/nested{TASKS}/k8s.io/{CID}/rootfs"
-    )
-    assert find_rootfs(mounts, CID, "/elsewhere") is None
-
-
-def test_find_rootfs_latest_of_two_mounts_is_the_visible_one() -> None:
-    mounts = [m for m in parse_mountinfo(NODE_MOUNTINFO) if not m.mount_point.startswith("/n")]
-    rootfs = [m for m in mounts if m.mount_point == find_rootfs(mounts, CID)]
-    assert [m.mount_id for m in rootfs] == [310, 314]
-    assert upperdir_from_options(mounts[-1].super_options) == f"{SNAP}/43/fs"
-
-
-def test_find_rootfs_namespace() -> None:
-    mounts = parse_mountinfo(NODE_MOUNTINFO)
-    assert find_rootfs(mounts, CID, namespace="moby") == f"{TASKS}/moby/{CID}/rootfs"
-    assert find_rootfs(mounts, OTHER, namespace="moby") is None
-    assert find_rootfs(mounts, OTHER) == f"{TASKS}/k8s.io/{OTHER}/rootfs"
-
-
-def test_find_rootfs_needs_the_whole_id() -> None:
-    mounts = parse_mountinfo(NODE_MOUNTINFO)
-    assert find_rootfs(mounts, CID[1:]) is None
-    assert find_rootfs(mounts, CID[:12]) is None
-    assert find_rootfs(parse_mountinfo(SANDBOX_MOUNTINFO), CID) is None
-    assert find_rootfs([], CID) is None
-
-
-@pytest.mark.parametrize(
-    ("cid", "ns"), [("", "k8s.io"), ("a/b", "k8s.io"), (CID, ""), (CID, "k/8")]
-)
-def test_find_rootfs_rejects_bad_identifiers(cid: str, ns: str) -> None:
-    with pytest.raises(UsageError):
-        find_rootfs([], cid, namespace=ns)
 
 
 # --- PathMap ---------------------------------------------------------------------------------
