@@ -7,6 +7,6 @@ conftest, it would start one per directory).
 
 from __future__ import annotations
 
-from watcher.testing.fixtures import containerd, pods
+from watcher.testing.fixtures import containerd, fake, pods, sockdir
 
-__all__ = ["containerd", "pods"]
+__all__ = ["containerd", "fake", "pods", "sockdir"]

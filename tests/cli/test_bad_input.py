@@ -189,16 +189,6 @@ def test_unknown_namespace(ws_watcher: WsWatcher) -> None:
 # --- the library: typed exceptions ------------------------------------------------------------
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeContainerd]:
-    path = tempfile.mkdtemp(prefix="bi", dir="/tmp")
-    try:
-        with FakeContainerd(path) as f:
-            yield f
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 async def test_library_addresses_are_connect_errors(tmp_path: Path) -> None:
     regular = tmp_path / "file.sock"
     regular.write_text("")

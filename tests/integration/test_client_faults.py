@@ -12,10 +12,8 @@ No root or real containerd is needed here (the directory's conftest marks these 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import pytest
@@ -31,22 +29,6 @@ from watcher.testing.fake import FakeContainerd, FakePod, Rpc, mk2_labels
 PATIENCE = 10.0
 #: the client deadline used where a fault is a delay: the delay is ten times longer
 SHORT_TIMEOUT = 0.2
-
-
-@pytest.fixture
-def sockdir() -> Iterator[str]:
-    """A short directory: a socket path must fit in ~107 bytes, pytest's tmp_path may not."""
-    path = tempfile.mkdtemp(prefix="fk", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def fake(sockdir: str) -> Iterator[FakeContainerd]:
-    with FakeContainerd(sockdir) as f:
-        yield f
 
 
 @pytest.fixture

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -64,17 +62,6 @@ NEVER = "inst-never"
 
 
 # --- harness -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeContainerd]:
-    """A fake containerd in a short directory (a socket path must fit in ~107 bytes)."""
-    path = tempfile.mkdtemp(prefix="wf", dir="/tmp")
-    try:
-        with FakeContainerd(path) as f:
-            yield f
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ tests use the project's client, as the watcher will.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -49,22 +47,6 @@ from watcher.testing.fake_filters import UNSUPPORTED, FilterError, Unsupported, 
 
 #: bound on every blocking wait in these tests: generous, only hit when something is broken
 PATIENCE = 10.0
-
-
-@pytest.fixture
-def sockdir() -> Iterator[str]:
-    """A short directory: pytest's tmp_path can exceed the ~107 bytes a socket path allows."""
-    path = tempfile.mkdtemp(prefix="fk", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def fake(sockdir: str) -> Iterator[FakeContainerd]:
-    with FakeContainerd(sockdir) as f:
-        yield f
 
 
 @pytest.fixture

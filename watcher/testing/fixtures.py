@@ -1,6 +1,6 @@
 """pytest fixtures over the rig: import them into a ``conftest.py``::
 
-    from watcher.testing.fixtures import containerd, pods  # noqa: F401
+    from watcher.testing.fixtures import containerd, fake, pods, sockdir  # noqa: F401
 
 ``containerd`` is session-scoped (one containerd start + image import per run, ~0.3 s) and is
 cleaned up at session end whatever happened. ``pods`` is per test and removes the pods the
@@ -10,11 +10,14 @@ test, so one test's crash scenario cannot break the next test or the teardown.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from .containerd import PrivateContainerd, reclaim_stale
+from .fake import FakeContainerd
 from .pods import Pods
 
 
@@ -44,3 +47,20 @@ def pods(containerd: PrivateContainerd) -> Iterator[Pods]:
             made.remove_all()
         finally:
             made.close()
+
+
+@pytest.fixture
+def sockdir() -> Iterator[str]:
+    """A short directory: pytest's tmp_path can exceed the ~107 bytes a socket path allows."""
+    path = tempfile.mkdtemp(prefix="fk", dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def fake(sockdir: str) -> Iterator[FakeContainerd]:
+    """A fake containerd (real gRPC on a unix socket), stopped after the test."""
+    with FakeContainerd(sockdir) as f:
+        yield f
