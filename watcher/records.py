@@ -50,7 +50,8 @@ class CriContainerMeta:
     sandbox_id: SandboxId | None = None
     image_ref: str | None = None
     log_path: str | None = None
-    annotations: Mapping[str, str] = field(default_factory=_frozen)
+    # kept for in-process code, out of repr: annotations carry credentials (watcher.disclosure)
+    annotations: Mapping[str, str] = field(default_factory=_frozen, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,7 +62,8 @@ class CriSandboxMeta:
     namespace: str | None = None
     uid: str | None = None
     attempt: int | None = None
-    annotations: Mapping[str, str] = field(default_factory=_frozen)
+    # kept for in-process code, out of repr: annotations carry credentials (watcher.disclosure)
+    annotations: Mapping[str, str] = field(default_factory=_frozen, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -314,8 +316,9 @@ class Workspace:
     image_ref: str | None = None
     log_path: str | None = None
     mounts: tuple[Mount, ...] = ()
-    pod_annotations: Mapping[str, str] = field(default_factory=_frozen)
-    container_annotations: Mapping[str, str] = field(default_factory=_frozen)
+    # out of repr: annotations carry credentials (see watcher.disclosure)
+    pod_annotations: Mapping[str, str] = field(default_factory=_frozen, repr=False)
+    container_annotations: Mapping[str, str] = field(default_factory=_frozen, repr=False)
     started_at: float | None = None
     exited_at: float | None = None
 

@@ -462,6 +462,44 @@ def test_inspect_by_instance_and_by_container(pods: Pods, ws_watcher: WsWatcher)
         assert image["digest"].startswith("sha256:") and image["size"] > 0
 
 
+def test_no_secret_in_any_output(pods: Pods, ws_watcher: WsWatcher) -> None:
+    """A real pod carrying Gitpod's owner token: watch, wait, ls --json and inspect leave it
+    out (and everything else off the allow-list); --show-annotation adds a key, never a
+    credential's."""
+    token = "gp-owner-token-7f3a9c"
+    watching = ws_watcher.start("watch", "--show-annotation", "example.com/*")
+    assert watching.event()["event"] == "synced"
+    labels = mk2_labels("w-secret", "ws-w-secret", "owner-w-secret")
+    pods.run_pod(
+        "ws-w-secret",
+        labels=labels,
+        annotations={
+            "gitpod/ownerToken": token,
+            "gitpod/id": "ws-w-secret",
+            "example.com/team": "blue",
+            "example.com/apiToken": token,
+            "other.io/config": token,
+        },
+        containers=[ContainerSpec(annotations={"example.com/registry-password": token})],
+    )
+    lines = watching.until(is_event("running", "w-secret"))
+    outputs = [ws_watcher.run(*cmd) for cmd in (
+        ("wait", "w-secret"), ("ls", "--json"), ("inspect", "w-secret"), ("ls",),
+    )]  # fmt: skip
+    for code, out, err in outputs:
+        assert code == 0
+        assert token not in "\n".join(out) + err
+    assert all(token not in line for line in watching.lines) and lines
+    assert lines[-1]["pod_annotations"] == {"gitpod/id": "ws-w-secret", "example.com/team": "blue"}
+    for out in (outputs[0][1][0], outputs[2][1][0]):
+        obj = json.loads(out)
+        assert obj["pod_annotations"] == {"gitpod/id": "ws-w-secret"}  # the default list
+        assert obj["container_annotations"] == {"io.kubernetes.container.restartCount": "0"}
+    watching.signal(signal.SIGTERM)
+    assert watching.wait() == 0
+    assert token not in watching.stderr
+
+
 def test_inspect_unknown_is_exit_1(ws_watcher: WsWatcher) -> None:
     code, out, err = ws_watcher.run("inspect", "no-such-instance")
     assert code == 1 and out == []

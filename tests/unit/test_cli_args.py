@@ -73,6 +73,14 @@ def test_inspect_and_relist_interval() -> None:
     assert parse(["watch", "--relist-interval", "2.5"], NO_ENV).relist_interval == 2.5
 
 
+def test_show_annotation_extends_the_allow_list() -> None:
+    assert not parse(["ls"], NO_ENV).disclosure.allows("example.com/team")
+    opts = parse(["ls", "--show-annotation", "example.com/*", "--show-annotation", "t"], NO_ENV)
+    assert opts.disclosure.allows("example.com/team") and opts.disclosure.allows("t")
+    assert opts.disclosure.allows("gitpod/id")  # the default list stays
+    assert not opts.disclosure.allows("example.com/apiToken")
+
+
 def test_repeated_path_maps() -> None:
     opts = parse(
         ["watch", "--path-map", "/run/containerd=/host/run", "--path-map", "/var=/host/var"],
@@ -109,6 +117,9 @@ def test_repeated_path_maps() -> None:
         (["inspect", ""], "must not be empty"),
         (["watch", "--relist-interval", "-1"], "0 (off) or positive"),
         (["watch", "--relist-interval", "often"], "not a number"),
+        (["watch", "--show-annotation", "gitpod/ownerToken"], "looks like a credential"),
+        (["ls", "--show-annotation", ""], "not an annotation key"),
+        (["ls", "--show-annotation", "a*b"], "only at the end"),
     ],
 )
 def test_mistakes_exit_2_with_one_error_line(

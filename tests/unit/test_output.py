@@ -10,6 +10,7 @@ import pytest
 from watcher.changes import Lagged
 from watcher.cli import output
 from watcher.cli.follow import Follower
+from watcher.disclosure import Disclosure
 from watcher.mounts import PathMap
 from watcher.records import (
     ChangeKind,
@@ -88,6 +89,24 @@ def test_workspace_object_has_exactly_the_contract_fields_in_order() -> None:
     line = output.dumps(obj)
     assert "\n" not in line
     assert json.loads(line) == obj
+
+
+def test_no_secret_leaves_in_any_output() -> None:
+    token = "gp-bearer-s3cr3t"
+    ws = workspace(
+        pod_labels={"gpwsman": "true", "auth-token": token},
+        pod_annotations={"gitpod/ownerToken": token, "gitpod/id": "ws-1", "team": "a"},
+        container_annotations={"io.kubernetes.container.restartCount": "0", "apiKey": token},
+    )
+    change = WorkspaceChange(kind=ChangeKind.RUNNING, ts=1.0, workspace=ws)
+    for obj in (output.workspace_json(ws), output.change_json(change)):
+        assert token not in output.dumps(obj)
+        assert obj["pod_annotations"] == {"gitpod/id": "ws-1"}
+        assert obj["container_annotations"] == {"io.kubernetes.container.restartCount": "0"}
+        assert obj["pod_labels"] == {"gpwsman": "true"}
+    assert token not in repr(replace(ws, pod_labels={})) + output.pretty_change(change)
+    shown = output.workspace_json(ws, disclosure=Disclosure.with_extra(["team"]))
+    assert shown["pod_annotations"] == {"gitpod/id": "ws-1", "team": "a"}
 
 
 def test_unknown_facts_are_null() -> None:

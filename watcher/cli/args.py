@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from watcher.disclosure import Disclosure, DisclosureError, check_entry
 from watcher.mounts import PathMap, PathMapError
 
 __all__ = ["DEFAULT_TIMEOUT", "Command", "Options", "build_parser", "parse"]
@@ -61,6 +62,8 @@ class Options:
     timeout: float = DEFAULT_TIMEOUT
     #: ls
     json: bool = False
+    #: which annotations may be printed (the default allow-list plus --show-annotation)
+    disclosure: Disclosure = field(default_factory=Disclosure.with_extra)
 
 
 def _timeout(text: str) -> float:
@@ -108,6 +111,13 @@ def _path_map_spec(text: str) -> str:
     return text
 
 
+def _annotation_entry(text: str) -> str:
+    try:
+        return check_entry(text)
+    except DisclosureError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top: bool) -> None:
     def default(value: object) -> object:
         return value if top else argparse.SUPPRESS
@@ -141,6 +151,17 @@ def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top:
         default=default([]),
         help="rewrite the host path prefix HOST to LOCAL in upperdir, rootfs and bind mount "
         "sources (repeatable)",
+    )
+    group.add_argument(
+        "--show-annotation",
+        metavar="KEY",
+        action="append",
+        type=_annotation_entry,
+        default=default([]),
+        help="also print the pod or container annotation KEY (or every key starting with "
+        "PREFIX, written PREFIX*); repeatable. Only a short list of harmless annotations is "
+        "printed by default, and a key that looks like a credential (token, secret, password, "
+        "auth, key, ...) never is",
     )
     group.add_argument(
         "--log-level",
@@ -238,4 +259,5 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Options:
         instance_id=getattr(ns, "instance_id", ""),
         timeout=getattr(ns, "timeout", DEFAULT_TIMEOUT),
         json=getattr(ns, "json", False),
+        disclosure=Disclosure.with_extra(ns.show_annotation),
     )

@@ -121,7 +121,7 @@ async def watch(opts: Options, emit: Emit | None = None) -> int:
     emit = emit or line_printer()
 
     def render(change: Change) -> str:
-        return output.dumps(output.change_json(change, opts.path_map))
+        return output.dumps(output.change_json(change, opts.path_map, opts.disclosure))
 
     async with trio.open_nursery() as nursery:
         await nursery.start(_cancel_on_signal, nursery.cancel_scope)
@@ -135,7 +135,7 @@ async def wait(opts: Options, emit: Emit | None = None) -> int:
     with trio.move_on_after(opts.timeout):
         async with open_watcher(settings=settings_of(opts)) as w:
             ws = await w.wait_for_container(opts.instance_id)
-        emit(output.dumps(output.workspace_json(ws, opts.path_map)))
+        emit(output.dumps(output.workspace_json(ws, opts.path_map, opts.disclosure)))
         return EXIT_OK
     _timed_out(opts, "to run")
     return EXIT_TIMEOUT
@@ -165,7 +165,10 @@ async def ls(opts: Options, emit: Emit | None = None) -> int:
     async with open_watcher(settings=settings_of(opts)) as w:
         found = sorted(w.workspaces().values(), key=lambda ws: (ws.instance_id, ws.container_id))
     if opts.json:
-        emit(output.dumps([output.workspace_json(ws, opts.path_map) for ws in found]))
+        rows: list[output.JSONValue] = [
+            output.workspace_json(ws, opts.path_map, opts.disclosure) for ws in found
+        ]
+        emit(output.dumps(rows))
     else:
         emit(output.table(found, now=time.time()))
     return EXIT_OK
@@ -195,5 +198,5 @@ async def inspect(opts: Options, emit: Emit | None = None) -> int:
             task = await w.task_info(ws.container_id)
         with contextlib.suppress(NotFound):
             image = await w.image_info(ws.container_id)
-    emit(output.dumps(output.inspect_json(ws, task, image, opts.path_map)))
+    emit(output.dumps(output.inspect_json(ws, task, image, opts.path_map, opts.disclosure)))
     return EXIT_OK

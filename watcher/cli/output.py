@@ -3,7 +3,8 @@ the demo's human-readable lines.
 
 Pure functions from records to strings and JSON-ready dicts: no I/O, no clock (the caller
 passes `now`), no trio. Host paths (`upperdir`, `rootfs`, bind mount sources) are rewritten
-with the `PathMap` given; everything else is printed as the library holds it.
+with the `PathMap` given. What may leave the process is `watcher.disclosure`'s rule, applied
+here to every map printed: annotations only on the allow-list, no credential-like key ever.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TypeAlias
 
 from watcher import labels
 from watcher.changes import Lagged
+from watcher.disclosure import DEFAULT, Disclosure, without_credentials
 from watcher.mounts import PathMap
 from watcher.records import (
     Change,
@@ -60,8 +62,13 @@ def _mapped(path: str | None, path_map: PathMap) -> str | None:
     return None if path is None else path_map.map(path)
 
 
-def workspace_json(ws: Workspace, path_map: PathMap | None = None) -> JSON:
-    """The workspace object of issue 5, in its order, then issue 7's fields."""
+def workspace_json(
+    ws: Workspace, path_map: PathMap | None = None, disclosure: Disclosure = DEFAULT
+) -> JSON:
+    """The workspace object of issue 5, in its order, then issue 7's fields.
+
+    Annotations are those `disclosure` allows; labels lose credential-like keys.
+    """
     pm = path_map or PathMap()
     return {
         "instance_id": ws.instance_id,
@@ -73,7 +80,7 @@ def workspace_json(ws: Workspace, path_map: PathMap | None = None) -> JSON:
         "sandbox_id": ws.sandbox_id,
         "container_id": ws.container_id,
         "image": ws.image,
-        "pod_labels": dict(ws.pod_labels),
+        "pod_labels": dict(without_credentials(ws.pod_labels)),
         "pid": ws.pid,
         "upperdir": _mapped(ws.upperdir, pm),
         "cgroup_path": ws.cgroup_path,
@@ -87,20 +94,22 @@ def workspace_json(ws: Workspace, path_map: PathMap | None = None) -> JSON:
         "image_ref": ws.image_ref,
         "log_path": ws.log_path,
         "mounts": [_mount_json(m, pm) for m in ws.mounts],
-        "pod_annotations": dict(ws.pod_annotations),
-        "container_annotations": dict(ws.container_annotations),
+        "pod_annotations": dict(disclosure.annotations(ws.pod_annotations)),
+        "container_annotations": dict(disclosure.annotations(ws.container_annotations)),
         "started_at": ws.started_at,
         "exited_at": ws.exited_at,
     }
 
 
-def change_json(change: Change, path_map: PathMap | None = None) -> JSON:
+def change_json(
+    change: Change, path_map: PathMap | None = None, disclosure: Disclosure = DEFAULT
+) -> JSON:
     """One `watch` line."""
     if isinstance(change, WorkspaceChange):
         return {
             "event": change.kind.value,
             "ts": change.ts,
-            **workspace_json(change.workspace, path_map),
+            **workspace_json(change.workspace, path_map, disclosure),
         }
     if isinstance(change, Synced):
         return {"event": "synced", "ts": change.ts, "workspaces": change.workspaces}
@@ -186,10 +195,18 @@ def pretty_change(change: Change | Lagged, path_map: PathMap | None = None) -> s
 
 
 def inspect_json(
-    ws: Workspace, task: TaskRecord | None, image: ImageInfo | None, path_map: PathMap | None = None
+    ws: Workspace,
+    task: TaskRecord | None,
+    image: ImageInfo | None,
+    path_map: PathMap | None = None,
+    disclosure: Disclosure = DEFAULT,
 ) -> JSON:
-    """`inspect`'s object: the workspace fields, then `task_info` and `image_info` (or null)."""
-    out = workspace_json(ws, path_map)
+    """`inspect`'s object: the workspace fields, then `task_info` and `image_info` (or null).
+
+    The image's annotations and labels come from its manifest and config (public wherever the
+    image is pulled from), less any credential-like key.
+    """
+    out = workspace_json(ws, path_map, disclosure)
     out["task_info"] = (
         None
         if task is None
@@ -209,8 +226,8 @@ def inspect_json(
             "id": image.id,
             "media_type": image.media_type,
             "size": image.size,
-            "annotations": dict(image.annotations),
-            "labels": dict(image.labels),
+            "annotations": dict(without_credentials(image.annotations)),
+            "labels": dict(without_credentials(image.labels)),
             "created_at": image.created_at,
         }
     )
