@@ -7,6 +7,13 @@ conftest, it would start one per directory).
 
 from __future__ import annotations
 
-from watcher.testing.fixtures import containerd, fake, pods, sockdir
+from watcher.testing.fixtures import (
+    containerd,
+    fake,
+    native_containerd,
+    native_pods,
+    pods,
+    sockdir,
+)
 
-__all__ = ["containerd", "fake", "pods", "sockdir"]
+__all__ = ["containerd", "fake", "native_containerd", "native_pods", "pods", "sockdir"]

@@ -188,8 +188,12 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    async def _unary(self, method: Any, request: Any, what: str) -> Any:
-        """Run one unary call as a grpc future, completed into trio; cancellable."""
+    async def _unary(
+        self, method: Any, request: Any, what: str, *, deadline: float | None = None
+    ) -> Any:
+        """Run one unary call as a grpc future, completed into trio; cancellable.
+
+        `deadline`: the call's grpc deadline in seconds (default: `call_timeout`)."""
         token = trio.lowlevel.current_trio_token()
         done = trio.Event()
 
@@ -198,7 +202,9 @@ class Client:
             with suppress(trio.RunFinishedError):
                 token.run_sync_soon(done.set)
 
-        future: _Future = method.future(request, metadata=self._metadata, timeout=self.call_timeout)
+        future: _Future = method.future(
+            request, metadata=self._metadata, timeout=deadline or self.call_timeout
+        )
         future.add_done_callback(wake)
         try:
             await done.wait()
@@ -230,7 +236,9 @@ class Client:
         """
         req = containers_pb2.ListContainersRequest(filters=list(filters))
         try:
-            messages = await self._collect(self._containers.ListStream, req, "Containers.List")
+            messages = await self._collect(
+            self._containers.ListStream, req, "Containers.List", idle_timeout=self.call_timeout
+        )
         except ConnectError as exc:
             if exc.code != "UNIMPLEMENTED":
                 raise
@@ -252,8 +260,11 @@ class Client:
         found: containers_pb2.Container = resp.container
         return found
 
-    async def list_tasks(self) -> list[TaskRecord]:
-        resp = await self._unary(self._tasks.List, tasks_pb2.ListTasksRequest(), "Tasks.List")
+    async def list_tasks(self, *, deadline: float | None = None) -> list[TaskRecord]:
+        """Every task of the namespace. containerd asks each shim for its task's state, so
+        on a busy node this takes long: `deadline` (default `call_timeout`) says how long."""
+        req = tasks_pb2.ListTasksRequest()
+        resp = await self._unary(self._tasks.List, req, "Tasks.List", deadline=deadline)
         return [decode.task(t) for t in resp.tasks]
 
     async def get_task(self, container_id: str) -> TaskRecord:
@@ -292,16 +303,42 @@ class Client:
         chunks = await self._collect(self._content.Read, req, f"content {digest}")
         return b"".join(chunk.data for chunk in chunks)
 
-    async def _collect(self, method: Any, request: Any, what: str) -> list[Any]:
-        """All messages of a finite server stream, read in a worker thread, with a deadline.
+    async def _collect(
+        self, method: Any, request: Any, what: str, *, idle_timeout: float | None = None
+    ) -> list[Any]:
+        """All messages of a finite server stream, read in a worker thread.
 
-        The whole stream shares the call deadline. Cancelling abandons the thread only after
-        cancelling the call, which ends the thread's iteration within milliseconds.
+        Without `idle_timeout`, the whole stream shares the call deadline. With it, the
+        deadline follows progress: the stream fails only when no message came for that long
+        (a listing of thousands that keeps delivering is not late). Cancelling abandons the
+        thread only after cancelling the call, which ends its iteration within milliseconds.
         """
-        call = method(request, metadata=self._metadata, timeout=self.call_timeout)
+        if idle_timeout is None:
+            call = method(request, metadata=self._metadata, timeout=self.call_timeout)
+            return await self._drain(call, what)
+        call = method(request, metadata=self._metadata)
+        token = trio.lowlevel.current_trio_token()
+        with trio.move_on_after(idle_timeout) as scope:
+
+            def progress() -> None:  # on the trio thread
+                scope.deadline = trio.current_time() + idle_timeout
+
+            def delivered(message: Any) -> Any:  # in the worker thread
+                with suppress(trio.RunFinishedError):
+                    token.run_sync_soon(progress)
+                return message
+
+            return await self._drain(map(delivered, call), what, call)
+        call.cancel()
+        raise ConnectError(
+            f"containerd at {self.path} sent nothing more of {what} for {idle_timeout:g}s"
+        )
+
+    async def _drain(self, messages: Any, what: str, call: Any = None) -> list[Any]:
+        call = messages if call is None else call
         try:
             return await trio.to_thread.run_sync(
-                list, call, limiter=self._stream_limiter, abandon_on_cancel=True
+                list, messages, limiter=self._stream_limiter, abandon_on_cancel=True
             )
         except trio.Cancelled:
             call.cancel()

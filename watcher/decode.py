@@ -30,7 +30,7 @@ from containerd_protos.services.images.v1 import images_pb2
 from containerd_protos.types import event_pb2, mount_pb2
 from containerd_protos.types.task import task_pb2 as task_types_pb2
 
-from . import cgroups, mounts
+from . import cgroups
 from .records import (
     KIND_LABEL,
     KIND_SANDBOX,
@@ -108,20 +108,6 @@ def snapshot_mount(pb: mount_pb2.Mount) -> SnapshotMount:
 
 def snapshot_mounts(pbs: Iterable[mount_pb2.Mount]) -> tuple[SnapshotMount, ...]:
     return tuple(snapshot_mount(pb) for pb in pbs)
-
-
-def upperdir(mount_list: Iterable[SnapshotMount]) -> str | None:
-    """The overlay upper layer among a snapshot's mounts.
-
-    Selected by the `upperdir=` option alone: the mount *type* is `overlay` while the
-    snapshotter's *name* is `overlayfs`, and comparing the two (as Gitpod's watcher does)
-    never matches.
-    """
-    for m in mount_list:
-        found = mounts.upperdir_from_options(m.options)
-        if found:
-            return found
-    return None
 
 
 def task(pb: task_types_pb2.Process) -> TaskRecord:
@@ -383,20 +369,19 @@ def envelope(pb: event_pb2.Envelope, *, ts: float) -> Envelope:
     )
 
 
-def _event(msg: Message, *, ts: float, at: float | None) -> Event | ContainerChanged | None:
+def _event(msg: Message, *, ts: float, at: float | None) -> Event | None:
     match msg:
         case container_pb2.ContainerCreate() | container_pb2.ContainerUpdate():
             return ContainerChanged(ts=ts, container_id=ContainerId(msg.id))
         case container_pb2.ContainerDelete():
             return ContainerDeleted(ts=ts, container_id=ContainerId(msg.id))
         case task_pb2.TaskCreate():
-            rootfs = snapshot_mounts(msg.rootfs)
             return TaskCreated(
                 ts=ts,
                 container_id=ContainerId(msg.container_id),
                 pid=msg.pid,
-                upperdir=upperdir(rootfs),
-                rootfs_mounts=rootfs,
+                rootfs_mounts=snapshot_mounts(msg.rootfs),
+                bundle=msg.bundle,
             )
         case task_pb2.TaskStart():
             return TaskStarted(

@@ -75,6 +75,7 @@ from typing import Any, Final
 
 from watcher.errors import UsageError
 from watcher.labels import GITPOD_SCHEMES, LabelScheme, WorkspaceIdentity, pod_labels
+from watcher.needs import Need, NeedLocation, NeedLogCheck, NeedRecord
 from watcher.records import (
     CONTAINER_NAME_LABEL,
     KIND_CONTAINER,
@@ -84,12 +85,14 @@ from watcher.records import (
     POD_NAMESPACE_LABEL,
     POD_UID_LABEL,
     ChangeKind,
+    ContainerChanged,
     ContainerDeleted,
     ContainerId,
     ContainerRecord,
     ContainerSeen,
     Event,
     InstanceId,
+    LogChecked,
     Relisted,
     Resolved,
     SandboxId,
@@ -125,7 +128,6 @@ _NONE: Final = 0  # no task seen
 _ALIVE: Final = 1  # a task was created / started / listed alive
 _EXITED: Final = 2  # the task exited, was deleted, or is gone from a listing
 
-_STATE_OF_PHASE: Final = (WorkspaceState.CREATED, WorkspaceState.RUNNING, WorkspaceState.EXITED)
 
 # which changes a container has had reported (bit flags)
 _REPORTED_CREATED: Final = 1
@@ -152,7 +154,13 @@ class _Facts:
     exit_status: int | None = None
     started_at: float | None = None
     exited_at: float | None = None
-    resolve_tried: bool = False  # a Resolved came: do not ask the shell again (until a relist)
+    # where its files are: `told` by the /tasks/create event (all the node can tell), or
+    # `settled` by any answer to a NeedLocation; `asked`: a NeedLocation went out since the
+    # last listing (a lookup that found nothing is asked again after the next one)
+    told: bool = False
+    settled: bool = False
+    asked: bool = False
+    touched: int = 0  # `Index.mark()` of the last input about it (see `Relisted.since`)
 
     def learn(
         self,
@@ -220,6 +228,17 @@ class _Sandbox:
     pod_annotations: Mapping[str, str]
     order: tuple[int, float, str]  # newest sandbox of a uid = max
     deleted: bool = False
+    touched: int = 0
+
+
+def _state(facts: _Facts) -> WorkspaceState:
+    """The lifecycle step a container has reached: running once its task lives with a PID
+    and the node was asked where its files are (or the event told)."""
+    if facts.phase == _EXITED:
+        return WorkspaceState.EXITED
+    if facts.phase == _ALIVE and facts.pid is not None and (facts.settled or facts.upperdir):
+        return WorkspaceState.RUNNING
+    return WorkspaceState.CREATED
 
 
 def _container_name(rec: ContainerRecord) -> str | None:
@@ -294,6 +313,9 @@ class Index:
         self._children_by_uid: dict[str, set[ContainerId]] = {}
         self._ignored: set[str] = set()  # seen, not of interest (noise, sidecars, other pods)
         self._tombstones: OrderedDict[str, None] = OrderedDict()
+        self._applied = 0  # inputs applied: the clock of `mark()`
+        self._listed = False  # a first listing was applied
+        self._needs: list[Need] = []
         # published
         self._visible: dict[ContainerId, Workspace] = {}
         self._reported: dict[ContainerId, int] = {}
@@ -339,14 +361,24 @@ class Index:
         return False
 
     def unresolved(self) -> list[ContainerId]:
-        """Visible workspace containers with a live task (pid known) but no upperdir yet.
+        """Workspace containers with a `NeedLocation` out and not answered yet.
 
-        The shell looks them up (Snapshots.Mounts, the mount table) and feeds `Resolved`.
         A container is listed until a `Resolved` for it was applied, even one that found
-        nothing (so a failing lookup is not retried on every event); the next `Relisted`
-        lists it again if its upperdir is still unknown.
+        nothing (so a failing lookup is not retried on every event); after the next
+        `Relisted` it is asked for again if its upperdir is still unknown.
         """
         return list(self._unresolved)
+
+    def take_needs(self) -> list[Need]:
+        """What the inputs applied since the last call left the index missing (see
+        `watcher.needs`); each need is handed out once. Answer them in any order."""
+        needs, self._needs = self._needs, []
+        return needs
+
+    def mark(self) -> int:
+        """A point in the input order: give it to a `Relisted` as `since` when the listing
+        is requested, so what arrives while it runs is not undone by it."""
+        return self._applied
 
     def container_record(self, container_id: ContainerId | str) -> ContainerRecord | None:
         """The record of a known app container (workspace or not yet joined), else None.
@@ -364,9 +396,23 @@ class Index:
         handler = _HANDLERS.get(type(event))
         if handler is None:
             raise UsageError(f"not an index event: {type(event).__name__}")
+        self._applied += 1
         return handler(self, event)
 
     # --- handlers --------------------------------------------------------------------------
+
+    def _on_container_changed(self, event: ContainerChanged) -> list[WorkspaceChange]:
+        if event.container_id not in self._tombstones:
+            self._needs.append(NeedRecord(container_id=event.container_id))
+        return []
+
+    def _on_log_checked(self, event: LogChecked) -> list[WorkspaceChange]:
+        facts = self._facts.get(event.container_id)
+        if facts is None or facts.record is None or not event.exists:
+            return []
+        if not facts.learn(phase=_EXITED):
+            return []
+        return self._after_learning(event.container_id, facts, event.ts)
 
     def _on_container_seen(self, event: ContainerSeen) -> list[WorkspaceChange]:
         rec = event.container
@@ -410,9 +456,15 @@ class Index:
 
     def _on_task_created(self, event: TaskCreated) -> list[WorkspaceChange]:
         facts = self._task_facts(event.container_id)
-        if facts is None or not facts.learn(
+        if facts is None:
+            return []
+        told = event.located and not facts.told
+        if told:
+            facts.told = facts.settled = True
+        learned = facts.learn(
             phase=_ALIVE, pid=event.pid, upperdir=event.upperdir, rootfs=event.rootfs
-        ):
+        )
+        if not (learned or told):
             return []
         return self._after_learning(event.container_id, facts, event.ts)
 
@@ -450,40 +502,64 @@ class Index:
         facts = self._task_facts(cid)
         if facts is None:
             return []
-        facts.resolve_tried = True
-        if not facts.learn(
+        self._unresolved.pop(cid, None)
+        settles = not facts.settled
+        facts.settled = facts.asked = True
+        learned = facts.learn(
             upperdir=event.upperdir, rootfs=event.rootfs, started_at=event.started_at
-        ):
-            self._unresolved.pop(cid, None)
+        )
+        if not (learned or settles):
             return []
         return self._after_learning(cid, facts, event.ts)
 
     def _on_relisted(self, event: Relisted) -> list[WorkspaceChange]:
         ts = event.ts
+        since = event.since
+
+        def newer(touched: int) -> bool:  # learned after the listing was requested
+            return since is not None and touched > since
+
         old_visible = self._visible
         old_reported = self._reported
         old_facts = self._facts
+        old_sandboxes = self._sandboxes
+        old_unresolved = self._unresolved
+        first = not self._listed
+        self._listed = True
         self._facts = {}
         self._sandboxes = {}
         self._sandboxes_by_uid = {}
         self._children_by_sid = {}
         self._children_by_uid = {}
         self._ignored = set()
-        self._tombstones = OrderedDict()
         self._visible = {}
         self._reported = {}
         self._instances = {}
         self._newest = {}
         self._unresolved = {}
         self._dirty()
+        # tombstones stay: ids are never reused, and a container deleted while the listing
+        # ran is in the listing but gone (a Get answered before it must not bring it back)
 
         tasks = {t.container_id: t for t in event.tasks}
-        records = {rec.id: rec for rec in event.containers}  # a duplicate: the last one
+        records = {  # a duplicate: the last one
+            rec.id: rec for rec in event.containers if rec.id not in self._tombstones
+        }
+        for old_sandbox in old_sandboxes.values():
+            # seen while the listing ran, or deleted but still joined by a live container
+            listed = old_sandbox.record.id in records
+            if not listed and (newer(old_sandbox.touched) or old_sandbox.deleted):
+                made = self._make_sandbox(old_sandbox.record)
+                if made is not None:
+                    made.touched, made.deleted = old_sandbox.touched, old_sandbox.deleted
         for cid, rec in records.items():
             kind = rec.labels.get(KIND_LABEL)
             if kind == KIND_SANDBOX:
-                if self._make_sandbox(rec) is None:
+                sandbox = self._make_sandbox(rec)
+                if sandbox is None:
                     self._ignored.add(cid)
+                elif (previous := old_sandboxes.get(SandboxId(cid))) is not None:
+                    sandbox.touched = previous.touched
                 continue
             if kind != KIND_CONTAINER or _container_name(rec) not in self._names:
                 self._ignored.add(cid)
@@ -493,14 +569,33 @@ class Index:
                 facts = _Facts()
             elif facts.record is not None:
                 rec = _merge(facts.record, rec)
-            facts.resolve_tried = False  # a resync asks for what is still unknown again
             self._facts[cid] = facts
             self._attach(cid, facts, rec)
+            if cid in old_unresolved:
+                self._unresolved[cid] = None  # its answer is on its way
+            elif facts.upperdir is None and not facts.told:
+                facts.asked = False  # ask the node again for what is still unknown
             task = tasks.get(cid)
             if task is not None:
                 facts.learn_task(task)
+            elif newer(facts.touched):
+                pass  # a task event came after the listing was requested: it is newer
             elif facts.phase == _ALIVE or (facts.phase == _NONE and self._gone(rec, ts)):
                 facts.phase = _EXITED  # the task is gone
+            elif facts.phase == _NONE and first and rec.cri_container is not None:
+                log_path = rec.cri_container.log_path
+                if log_path:
+                    self._needs.append(NeedLogCheck(container_id=cid, log_path=log_path))
+        for cid, facts in old_facts.items():
+            # created (or told about) while the listing ran: not in it, not gone
+            if cid not in records and cid not in self._facts and newer(facts.touched):
+                self._facts[cid] = facts
+                if facts.record is not None:
+                    self._attach(cid, facts, facts.record)
+                if cid in old_unresolved:
+                    self._unresolved[cid] = None
+        for sandbox in list(self._sandboxes.values()):
+            self._maybe_purge(sandbox)
 
         out: list[WorkspaceChange] = []
         new_visible: dict[ContainerId, Workspace] = {}
@@ -533,11 +628,11 @@ class Index:
     def _task_facts(self, cid: ContainerId) -> _Facts | None:
         """The facts to join a task event into; None when the container does not matter."""
         facts = self._facts.get(cid)
-        if facts is not None:
-            return facts
-        if cid in self._tombstones or cid in self._ignored or SandboxId(cid) in self._sandboxes:
-            return None
-        facts = self._facts[cid] = _Facts()  # pending until the container shows up
+        if facts is None:
+            if cid in self._tombstones or cid in self._ignored or SandboxId(cid) in self._sandboxes:
+                return None
+            facts = self._facts[cid] = _Facts()  # pending until the container shows up
+        facts.touched = self._applied
         return facts
 
     def _after_learning(self, cid: ContainerId, facts: _Facts, ts: float) -> list[WorkspaceChange]:
@@ -617,6 +712,7 @@ class Index:
             self._ignored.add(rec.id)
         else:
             self._ignored.discard(rec.id)
+            new.touched = self._applied
         affected: set[ContainerId] = set()
         for sandbox in (old, new):
             if sandbox is not None:
@@ -629,7 +725,8 @@ class Index:
         facts = self._facts.get(cid)
         if facts is None:
             facts = self._facts[cid] = _Facts()
-        elif facts.record is not None:
+        facts.touched = self._applied
+        if facts.record is not None:
             if facts.record == rec:
                 return []
             rec = _merge(facts.record, rec)
@@ -720,7 +817,7 @@ class Index:
             image=rec.image,
             pod_labels=sandbox.pod_labels,
             created_at=rec.created_at,
-            state=_STATE_OF_PHASE[facts.phase],
+            state=_state(facts),
             pid=facts.pid,
             upperdir=facts.upperdir,
             cgroup_path=rec.cgroup_path,
@@ -789,16 +886,34 @@ class Index:
         if old is not None and old.instance_id != new.instance_id:
             self._instance_drop(old)
         self._instance_put(new)
-        live = new.state is WorkspaceState.RUNNING and new.pid is not None
-        if live and new.upperdir is None and not self._facts[cid].resolve_tried:
+        facts = self._facts[cid]
+        if (
+            facts.phase == _ALIVE
+            and facts.pid is not None
+            and facts.upperdir is None
+            and not facts.told
+            and not facts.asked
+            and facts.record is not None
+        ):
+            facts.asked = True
             self._unresolved[cid] = None
-        elif self._unresolved:
-            self._unresolved.pop(cid, None)
+            self._needs.append(
+                NeedLocation(
+                    container_id=cid,
+                    pid=facts.pid,
+                    snapshotter=facts.record.snapshotter,
+                    snapshot_key=facts.record.snapshot_key or cid,
+                    want_started_at=facts.started_at is None,
+                )
+            )
+        elif facts.upperdir is not None and self._unresolved:
+            self._unresolved.pop(cid, None)  # an event told it meanwhile; the answer is moot
         flags = self._reported.get(cid, 0)
         if not flags & _REPORTED_CREATED:
             flags |= _REPORTED_CREATED
             out.append(WorkspaceChange(kind=ChangeKind.CREATED, ts=ts, workspace=new))
-        if live and new.upperdir is not None and not flags & (_REPORTED_RUNNING | _REPORTED_EXITED):
+        running = new.state is WorkspaceState.RUNNING
+        if running and not flags & (_REPORTED_RUNNING | _REPORTED_EXITED):
             flags |= _REPORTED_RUNNING
             out.append(WorkspaceChange(kind=ChangeKind.RUNNING, ts=ts, workspace=new))
         if new.state is WorkspaceState.EXITED and not flags & _REPORTED_EXITED:
@@ -842,4 +957,6 @@ _HANDLERS: Final[dict[type, Callable[[Index, Any], list[WorkspaceChange]]]] = {
     TaskSeen: Index._on_task_seen,
     Resolved: Index._on_resolved,
     Relisted: Index._on_relisted,
+    ContainerChanged: Index._on_container_changed,
+    LogChecked: Index._on_log_checked,
 }

@@ -156,8 +156,11 @@ def task_rootfs(mounts: Iterable[MountInfo], *, namespace: str = "k8s.io") -> di
             known = found.get(parts[3])
             if known is not None and len(known.mount_point) < len(point):
                 continue  # a nested containerd's look-alike lies deeper than the node's
-            is_overlay = mount.fs_type == "overlay"
-            upperdir = upperdir_from_options(mount.super_options) if is_overlay else None
+            # a whole overlay (root "/") is the task's own; a bind of a directory that lies on
+            # an overlay (a native snapshot on a node whose root is overlay) shows that
+            # overlay's super options too, and its upperdir is not the task's
+            own_overlay = mount.fs_type == "overlay" and mount.root == "/"
+            upperdir = upperdir_from_options(mount.super_options) if own_overlay else None
             found[parts[3]] = TaskRootfs(point, upperdir)
     return found
 

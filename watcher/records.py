@@ -166,14 +166,21 @@ class ContainerDeleted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskCreated:
-    """/tasks/create; `upperdir`/`rootfs` are filled by the shell when it could resolve them."""
+    """/tasks/create, as decoded: the PID, the task's rootfs mounts and its bundle dir.
+
+    `upperdir`/`rootfs` are what the resolution room read from those (`resolve.locate`);
+    `located` says it did, so the index asks the node nothing more (on a snapshotter without
+    an upper layer the upperdir stays None: there is none to find).
+    """
 
     ts: float
     container_id: ContainerId
     pid: int
     upperdir: str | None = None
     rootfs: str | None = None
+    located: bool = False
     rootfs_mounts: tuple[SnapshotMount, ...] = ()
+    bundle: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,25 +238,43 @@ class Resolved:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Relisted:
-    """A full listing of containers and tasks: authoritative, replaces what the index knew."""
+    """A full listing of containers and tasks: authoritative about everything the index
+    learned before it began.
+
+    `since` is `Index.mark()` taken just before the listing was requested: inputs applied
+    after that mark are newer than the listing and win over it (a container created or
+    deleted, a task started, while the listing ran). None: the listing is newer than
+    everything (a test, or a shell that stops the stream while it lists).
+    """
 
     ts: float
     containers: tuple[ContainerRecord, ...]
     tasks: tuple[TaskRecord, ...]
+    since: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogChecked:
+    """The answer to `NeedLogCheck`: whether the container's log file exists."""
+
+    ts: float
+    container_id: ContainerId
+    exists: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerChanged:
-    """/containers/create or /containers/update. The event carries no labels, so it is not fed
-    to the index: the shell Gets the container and feeds a `ContainerSeen` (or nothing when
-    the Get answers NotFound because the container is already gone)."""
+    """/containers/create or /containers/update. The event carries no labels: the index
+    asks for the record (`NeedRecord`), the shell Gets it and feeds a `ContainerSeen` (or
+    nothing when the Get answers NotFound because the container is already gone)."""
 
     ts: float
     container_id: ContainerId
 
 
 Event = (
-    ContainerSeen
+    ContainerChanged
+    | ContainerSeen
     | ContainerDeleted
     | TaskCreated
     | TaskStarted
@@ -258,6 +283,7 @@ Event = (
     | TaskSeen
     | Resolved
     | Relisted
+    | LogChecked
 )
 
 
@@ -273,7 +299,7 @@ class Envelope:
     namespace: str
     timestamp: float | None
     type_name: str
-    event: Event | ContainerChanged | None
+    event: Event | None
 
 
 # --- what the index publishes ------------------------------------------------------------
@@ -324,12 +350,13 @@ class Workspace:
 
     @property
     def running(self) -> bool:
-        """What `wait_for_container` waits for: a live task with PID and upperdir known."""
-        return (
-            self.state is WorkspaceState.RUNNING
-            and self.pid is not None
-            and self.upperdir is not None
-        )
+        """What `wait_for_container` waits for: the task has started and its PID is known.
+
+        By then the node has also been asked where its files are: `upperdir` and `rootfs`
+        are set wherever the node can tell them. `upperdir` is None on a snapshotter without
+        an overlay upper layer (native, devmapper, zfs, btrfs, ...): there is none.
+        """
+        return self.state is WorkspaceState.RUNNING
 
 
 class ChangeKind(enum.Enum):

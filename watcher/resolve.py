@@ -1,104 +1,138 @@
-"""What the event stream does not tell, looked up on the node: the shell's I/O helpers.
+"""Resolution: where a workspace task's files are, answered from what the node can tell.
 
-* upperdir and rootfs of running tasks: one read of the node's mount table gives both (the
-  rootfs overlay's super options name its upperdir); Snapshots.Mounts only where it cannot;
-* the start time of a task found by a listing: /proc/<pid>/stat;
-* a cross-check of the spec's cgroup path against /proc/<pid>/cgroup (a warning, no more).
+The one room that answers the index's `NeedLocation` (see `watcher.needs`), in order of cost:
+
+1. **the `/tasks/create` event itself** (`locate`, pure): its rootfs mounts name the overlay
+   upper layer (`upperdir=` option) and its bundle dir holds the rootfs mount point
+   (`<bundle>/rootfs`). On a snapshotter without an upper layer (native, devmapper, zfs,
+   btrfs) the event tells all there is: no upperdir. No I/O: the hot path of a burst.
+2. **the node's mount table** (`Resolver.answer`): one read resolves every task of a listing
+   (the rootfs overlay's super options name its upperdir);
+3. **`Snapshots.Mounts`**, only where the mount table cannot tell (no host /proc, another
+   snapshotter), `RESOLVE_CONCURRENCY` calls in flight;
+
+plus the start time of a task found by a listing (/proc/<pid>/stat) and a cross-check of the
+spec's cgroup path against /proc/<pid>/cgroup (a warning, no more). It knows nothing of the
+index: a need carries all it must know.
 
 /proc reads are memory reads, cheap enough for the trio thread.
+
+Rejected: asking Snapshots.Mounts on every /tasks/create (a round trip per pod in a burst,
+when the event already carries the same mounts); parsing the whole mount table on every
+/tasks/create to find the rootfs (the bundle path names it).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import trio
 
-from . import cgroups, decode, mounts, procfs
+from . import cgroups, mounts, procfs
 from .client import Client
 from .errors import ConnectError, ContainerdError, NotFound
-from .index import Index
-from .records import ContainerId, Resolved, Workspace
+from .needs import NeedLocation
+from .records import ContainerId, Resolved, SnapshotMount, TaskCreated, Workspace
 
-log = logging.getLogger("watcher.watcher")
+log = logging.getLogger(__name__)
 
 #: Snapshots.Mounts calls in flight while resolving the workspaces of a (re)sync
 RESOLVE_CONCURRENCY = 32
 
 
+def upperdir_of(mount_list: Iterable[SnapshotMount]) -> str | None:
+    """The overlay upper layer among a snapshot's mounts.
+
+    Selected by the `upperdir=` option alone: the mount *type* is `overlay` while the
+    snapshotter's *name* is `overlayfs`, and comparing the two (as Gitpod's watcher does)
+    never matches.
+    """
+    for m in mount_list:
+        found = mounts.upperdir_from_options(m.options)
+        if found:
+            return found
+    return None
+
+
+def locate(event: TaskCreated) -> TaskCreated:
+    """The event with what it tells of the task's files filled in (`located`), when it
+    carries its rootfs mounts; unchanged otherwise (the index then asks the node)."""
+    if not event.rootfs_mounts or event.located:
+        return event
+    return replace(
+        event,
+        upperdir=upperdir_of(event.rootfs_mounts),
+        rootfs=os.path.join(event.bundle, "rootfs") if event.bundle else None,
+        located=True,
+    )
+
+
 class Resolver:
-    def __init__(self, index: Index, namespace: str, proc_root: str = "/proc") -> None:
-        self.index = index
+    """Answers `NeedLocation`s from the node's mount table, Snapshots.Mounts and /proc."""
+
+    def __init__(self, namespace: str, proc_root: str = "/proc") -> None:
         self.namespace = namespace
         self.proc_root = proc_root
         self._mountinfo = mounts.mountinfo_path(proc_root)
 
-    async def resolve(
-        self, client: Client, cids: Sequence[ContainerId], ts: float
+    async def answer(
+        self, client: Client, needs: Sequence[NeedLocation], ts: float
     ) -> list[Resolved]:
-        """Look up what the event stream did not tell: upperdirs and rootfs mount points.
+        """One `Resolved` per need (also when nothing was found).
 
-        One read of the node's mount table gives both for every running task (the rootfs
-        overlay's super options name its upperdir). Only where it cannot (no host /proc,
-        another snapshotter) do we ask Snapshots.Mounts, `RESOLVE_CONCURRENCY` calls in
-        flight, so a start-up with thousands of workspaces does not make thousands of round
-        trips one after the other. Raises the first `ConnectError`, once all lookups ended.
+        One read of the node's mount table answers every running task; only where it
+        cannot do we ask Snapshots.Mounts. Raises the first `ConnectError`, once all
+        lookups ended (the caller decides what a lost containerd means).
         """
         table = self._mount_table()
         found = {} if table is None else mounts.task_rootfs(table, namespace=self.namespace)
         upperdirs: dict[ContainerId, str | None] = {
-            cid: r.upperdir for cid in cids if (r := found.get(cid)) and r.upperdir
+            n.container_id: r.upperdir
+            for n in needs
+            if (r := found.get(n.container_id)) and r.upperdir
         }
         failures: list[Exception] = []
-        pending = iter([cid for cid in cids if cid not in upperdirs])
+        pending = iter([n for n in needs if n.container_id not in upperdirs])
 
         async def lookups() -> None:
-            for cid in pending:  # one iterator shared by the workers
+            for need in pending:  # one iterator shared by the workers
                 try:
-                    upperdirs[cid] = await self._upperdir(client, cid)
+                    upperdirs[need.container_id] = await self._upperdir(client, need)
                 except ConnectError as exc:
                     failures.append(exc)
                     return
 
         async with trio.open_nursery() as nursery:
-            for _ in range(min(RESOLVE_CONCURRENCY, len(cids) - len(upperdirs))):
+            for _ in range(min(RESOLVE_CONCURRENCY, len(needs) - len(upperdirs))):
                 nursery.start_soon(lookups)
         if failures:
             raise failures[0]
         return [
             Resolved(
                 ts=ts,
-                container_id=cid,
-                upperdir=upperdirs.get(cid),
-                rootfs=r.mount_point if (r := found.get(cid)) else None,
-                started_at=self._started_at(cid),
+                container_id=n.container_id,
+                upperdir=upperdirs.get(n.container_id),
+                rootfs=r.mount_point if (r := found.get(n.container_id)) else None,
+                started_at=procfs.started_at(n.pid, self.proc_root) if n.want_started_at else None,
             )
-            for cid in cids
+            for n in needs
         ]
 
-    def _started_at(self, cid: ContainerId) -> float | None:
-        ws = self.index.by_container(cid)
-        if ws is None or ws.pid is None or ws.started_at is not None:
-            return None
-        return procfs.started_at(ws.pid, self.proc_root)
-
-    async def _upperdir(self, client: Client, cid: ContainerId) -> str | None:
-        snapshotter, key = _snapshot_of(self.index, cid)
-        upperdir: str | None = None
+    async def _upperdir(self, client: Client, need: NeedLocation) -> str | None:
+        cid, snapshotter, key = need.container_id, need.snapshotter, need.snapshot_key
         try:
-            upperdir = decode.upperdir(await client.snapshot_mounts(snapshotter, key))
+            return upperdir_of(await client.snapshot_mounts(snapshotter, key))
         except NotFound:
             log.warning("container %s: snapshot %s/%s not found", cid, snapshotter, key)
         except ContainerdError as exc:
             log.warning("container %s: snapshot mounts failed: %s", cid, exc)
-        if upperdir is None:
-            log.warning("container %s: no upperdir in snapshot %s/%s", cid, snapshotter, key)
-        return upperdir
+        return None
 
     def _mount_table(self, only: str | None = None) -> list[mounts.MountInfo] | None:
         """The node's mount table; with `only`, just the lines that contain that text."""
-        # /proc reads are memory reads: cheap enough not to need a worker thread
         try:
             with open(self._mountinfo, encoding="utf-8", errors="surrogateescape") as f:
                 text = f.read()
@@ -113,7 +147,6 @@ class Resolver:
         """The rootfs mount point of a running task (None when not mounted/visible)."""
         # a container id has no characters the mount table escapes, so its rootfs line
         # holds it verbatim: parsing only those lines spares a parse of the whole table
-        # (hundreds of lines on a busy node) on every /tasks/create
         table = self._mount_table(only=cid)
         if table is None:
             return None
@@ -138,10 +171,3 @@ class Resolver:
                 path,
                 actual,
             )
-
-
-def _snapshot_of(index: Index, cid: ContainerId) -> tuple[str, str]:
-    record = index.container_record(cid)
-    if record is not None and record.snapshotter:
-        return record.snapshotter, record.snapshot_key or cid
-    return "overlayfs", cid

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["Running", "WsWatcher", "ws_watcher"]
+__all__ = ["Running", "WsWatcher", "native_ws_watcher", "ws_watcher"]
 
 _HERE = Path(__file__).parent
 #: generous: a loaded CI machine; the commands answer in well under a second here
@@ -177,11 +177,21 @@ class WsWatcher:
         return code, running.rest(), running.stderr
 
 
-@pytest.fixture
-def ws_watcher(containerd: Any) -> Iterator[WsWatcher]:
-    made = WsWatcher(containerd.address)
+def _started_on(address: str) -> Iterator[WsWatcher]:
+    made = WsWatcher(address)
     try:
         yield made
     finally:
         for running in made.started:
             running.kill()
+
+
+@pytest.fixture
+def ws_watcher(containerd: Any) -> Iterator[WsWatcher]:
+    yield from _started_on(containerd.address)
+
+
+@pytest.fixture
+def native_ws_watcher(native_containerd: Any) -> Iterator[WsWatcher]:
+    """`ws_watcher` on the rig's containerd whose CRI snapshotter is `native`."""
+    yield from _started_on(native_containerd.address)

@@ -23,6 +23,7 @@ from watcher.records import (
     TaskStarted,
     TaskStatus,
 )
+from watcher.resolve import locate
 from watcher.testing import labels
 from watcher.testing.containerd import PrivateContainerd
 from watcher.testing.pods import Pods
@@ -102,8 +103,10 @@ async def test_event_stream_tells_a_pods_life_in_order(
     created = seen[1]
     assert isinstance(created, TaskCreated)
     assert created.pid > 0
-    assert created.rootfs_mounts and created.upperdir is not None
-    assert Path(created.upperdir).name == "fs"
+    located = locate(created)
+    assert created.rootfs_mounts and located.upperdir is not None
+    assert Path(located.upperdir).name == "fs"
+    assert located.rootfs == f"{created.bundle}/rootfs"
 
 
 def pumping() -> int:

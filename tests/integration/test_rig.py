@@ -161,9 +161,10 @@ def test_kill9_and_start_pick_running_containers_up(
     assert pods.cri.container_status(app).state == cri.CONTAINER_RUNNING
 
 
+@pytest.mark.parametrize("snapshotter", ["overlayfs", "native"])
 @pytest.mark.parametrize("containerd_state", ["running", "killed"])
-def test_cleanup_leaves_nothing_behind(containerd_state: str) -> None:
-    ctrd = PrivateContainerd()
+def test_cleanup_leaves_nothing_behind(containerd_state: str, snapshotter: str) -> None:
+    ctrd = PrivateContainerd(snapshotter=snapshotter)
     try:
         ctrd.__enter__()
         pods = Pods(ctrd)  # not as a context manager: cleanup() alone must remove the pods
@@ -225,6 +226,7 @@ def test_config_follows_the_host(containerd: PrivateContainerd) -> None:
     cri_plugin = config["plugins"]["io.containerd.grpc.v1.cri"]
     # without CAP_SYS_RESOURCE runc cannot set the sandbox's oom_score_adj=-998
     assert cri_plugin["restrict_oom_score_adj"] is not host.has_capability(host.CAP_SYS_RESOURCE)
+    assert cri_plugin["containerd"]["snapshotter"] == containerd.snapshotter == "overlayfs"
     runc = cri_plugin["containerd"]["runtimes"]["runc"]
     assert runc["options"]["Root"] == str(containerd.base / "runc")
     assert config["grpc"]["address"] == containerd.address

@@ -501,9 +501,11 @@ def check_consistency(index: Index) -> None:
     for iid, wss in by_instance.items():
         assert index.by_instance(iid) is workspaces[iid]
         assert workspaces[iid] in wss
-    for cid in index.unresolved():
+    for cid in index.unresolved():  # asked where its files are, no answer yet
         ws = containers[cid]
-        assert ws.state is WorkspaceState.RUNNING and ws.pid is not None and ws.upperdir is None
+        assert ws.pid is not None and ws.upperdir is None
+        if ws.state is WorkspaceState.CREATED:
+            assert not ws.running  # `running` waits for the answer (or for the event's word)
 
 
 def with_duplicates(events: list[Event], rnd: random.Random) -> list[Event]:

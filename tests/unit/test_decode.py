@@ -12,10 +12,12 @@ from containerd_protos.events import container_pb2, task_pb2
 from containerd_protos.services.containers.v1 import containers_pb2
 from containerd_protos.types import event_pb2, mount_pb2
 from containerd_protos.types.task import task_pb2 as task_types_pb2
-from watcher import decode
+from watcher import decode, resolve
 from watcher.records import (
     ContainerChanged,
     ContainerDeleted,
+    ContainerId,
+    SnapshotMount,
     TaskCreated,
     TaskDeleted,
     TaskExited,
@@ -151,6 +153,7 @@ def test_bare_type_url_events_decode() -> None:
     create = task_pb2.TaskCreate(
         container_id=CID,
         pid=7,
+        bundle="/run/containerd/io.containerd.runtime.v2.task/k8s.io/" + CID,
         rootfs=[
             mount_pb2.Mount(
                 type="overlay",
@@ -164,9 +167,24 @@ def test_bare_type_url_events_decode() -> None:
     assert env.timestamp == 1700000001
     assert isinstance(env.event, TaskCreated)
     assert env.event.pid == 7 and env.event.ts == 5.0
-    # the mount type is "overlay", the snapshotter "overlayfs": found by option, not by type
-    assert env.event.upperdir == "/u/fs"
     assert env.event.rootfs_mounts[0].type == "overlay"
+    assert env.event.upperdir is None and not env.event.located  # decode computes nothing
+    # resolution reads the event: the mount type is "overlay", the snapshotter "overlayfs":
+    # the upper layer is found by option, not by type; the rootfs is the bundle's
+    located = resolve.locate(env.event)
+    assert located.located and located.upperdir == "/u/fs"
+    assert located.rootfs == f"/run/containerd/io.containerd.runtime.v2.task/k8s.io/{CID}/rootfs"
+
+
+def test_a_task_on_a_snapshotter_without_upper_layer_is_located_without_upperdir() -> None:
+    bind = SnapshotMount(type="bind", source="/var/lib/c/native/snapshots/7", options=("rbind",))
+    event = TaskCreated(
+        ts=1.0, container_id=ContainerId(CID), pid=3, rootfs_mounts=(bind,), bundle="/b"
+    )
+    located = resolve.locate(event)
+    assert located.located and located.upperdir is None and located.rootfs == "/b/rootfs"
+    bare = TaskCreated(ts=1.0, container_id=ContainerId(CID), pid=3)  # no mounts: ask the node
+    assert resolve.locate(bare) is bare
 
 
 def test_all_modelled_events() -> None:

@@ -20,7 +20,7 @@ from containerd_protos.services.containers.v1 import containers_pb2, containers_
 from containerd_protos.services.events.v1 import events_pb2, events_pb2_grpc
 from containerd_protos.services.version.v1 import version_pb2_grpc
 from containerd_protos.types import event_pb2
-from watcher import decode
+from watcher import decode, resolve
 from watcher.client import open_client
 from watcher.errors import ConnectError, NotFound
 from watcher.records import (
@@ -110,7 +110,7 @@ async def test_pod_is_listed_with_tasks_mounts_and_cri_metadata(fake: FakeContai
 
         mounts = await client.snapshot_mounts("overlayfs", cid)
         assert [m.type for m in mounts] == ["overlay"]
-        assert decode.upperdir(mounts) is not None
+        assert resolve.upperdir_of(mounts) is not None
 
         with pytest.raises(NotFound):
             await client.get_container("nope")
@@ -217,7 +217,7 @@ async def test_subscribe_delivers_pod_events_decoded(fake: FakeContainerd) -> No
     ]
     created = mine[1]
     assert isinstance(created, TaskCreated)
-    assert created.pid == pod.pids[cid] and created.upperdir is not None
+    assert created.pid == pod.pids[cid] and resolve.locate(created).upperdir is not None
     snapshot = [e for e in got if e.topic == "/snapshot/prepare"]
     assert snapshot and snapshot[0].event is None and snapshot[0].type_name.endswith("Prepare")
 
@@ -447,7 +447,7 @@ async def test_synthetic_workspaces(fake: FakeContainerd) -> None:
     assert workspace.cri_container is not None
     assert workspace.cri_container.sandbox_id == pod.sandbox_id
     assert (task.pid, task.status) == (pod.pids[cid], TaskStatus.RUNNING)
-    assert decode.upperdir(mounts) is not None
+    assert resolve.upperdir_of(mounts) is not None
 
 
 # --- the filter language ----------------------------------------------------------------

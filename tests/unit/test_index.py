@@ -10,8 +10,10 @@ import pytest
 from watcher.errors import UsageError
 from watcher.index import Index
 from watcher.labels import LabelScheme
+from watcher.needs import NeedLocation, NeedLogCheck, NeedRecord
 from watcher.records import (
     ChangeKind,
+    ContainerChanged,
     ContainerDeleted,
     ContainerId,
     ContainerRecord,
@@ -20,6 +22,7 @@ from watcher.records import (
     CriSandboxMeta,
     Event,
     InstanceId,
+    LogChecked,
     Mount,
     Relisted,
     Resolved,
@@ -290,14 +293,25 @@ def test_exited_without_running_skips_running() -> None:
     assert kinds(changes) == [("created", "c-1"), ("exited", "c-1")]
 
 
-def test_running_needs_pid_and_upperdir_and_is_reported_once() -> None:
+def test_running_waits_for_the_location_answer_and_is_reported_once() -> None:
     index = Index()
     changes = feed(index, [seen(sandbox("sb-1")), seen(container("c-1"))])
+    index.take_needs()
     changes += index.apply(created("c-1", upperdir=None))
     assert kinds(changes) == [("created", "c-1")]
     ws = index.by_container("c-1")
-    assert ws is not None and ws.state is WorkspaceState.RUNNING and not ws.running
+    assert ws is not None and ws.state is WorkspaceState.CREATED and not ws.running
     assert index.unresolved() == ["c-1"]
+    assert index.take_needs() == [
+        NeedLocation(
+            container_id=ContainerId("c-1"),
+            pid=42,
+            snapshotter="overlayfs",
+            snapshot_key="c-1",
+            want_started_at=True,
+        )
+    ]
+    assert index.take_needs() == []  # handed out once
     changes = index.apply(Resolved(ts=9.0, container_id=ContainerId("c-1"), upperdir=UPPER))
     assert kinds(changes) == [("running", "c-1")]
     assert index.unresolved() == []
@@ -664,9 +678,12 @@ def task(cid: str, status: TaskStatus = TaskStatus.RUNNING, pid: int = 42) -> Ta
 
 
 def relisted(
-    containers: Iterable[ContainerRecord], tasks: Iterable[TaskRecord] = (), ts: float = 1000.0
+    containers: Iterable[ContainerRecord],
+    tasks: Iterable[TaskRecord] = (),
+    ts: float = 1000.0,
+    since: int | None = None,
 ) -> Relisted:
-    return Relisted(ts=ts, containers=tuple(containers), tasks=tuple(tasks))
+    return Relisted(ts=ts, containers=tuple(containers), tasks=tuple(tasks), since=since)
 
 
 def test_initial_listing_in_any_order() -> None:
@@ -754,16 +771,19 @@ def test_relist_removes_what_is_gone_and_reads_task_states_again() -> None:
     c3 = index.by_container("c-3")
     assert c3 is not None and c3.exit_status == 2
     c4 = index.by_instance("inst-4")
-    assert c4 is not None and c4.pid == 44 and c4.state is WorkspaceState.RUNNING
-    assert index.unresolved() == ["c-4"]
+    assert c4 is not None and c4.pid == 44 and c4.state is WorkspaceState.CREATED
+    assert index.unresolved() == ["c-4"]  # where are its files? Then it runs:
+    changes = index.apply(Resolved(ts=9.0, container_id=ContainerId("c-4"), upperdir="/u4"))
+    assert kinds(changes) == [("running", "c-4")]
 
 
-def test_relist_clears_tombstones_and_pending_facts() -> None:
+def test_relist_keeps_tombstones_and_drops_stale_pending_facts() -> None:
     index = Index()
     feed(index, [deleted("c-1"), created("c-9")])
+    # a listing that still shows c-1 was taken before its deletion: ids are never reused
     index.apply(relisted([sandbox("sb-1"), container("c-1")], [task("c-1")]))
-    assert index.by_container("c-1") is not None  # the tombstone is gone
-    assert "c-9" not in index._facts
+    assert index.by_container("c-1") is None
+    assert "c-9" not in index._facts  # pending facts older than the listing: gone
 
 
 def test_relist_without_changes_reports_nothing() -> None:
@@ -779,6 +799,7 @@ def test_task_seen_outside_a_listing() -> None:
     index = Index()
     feed(index, [seen(sandbox("sb-1")), seen(container("c-1"))])
     index.apply(TaskSeen(ts=5.0, task=task("c-1", TaskStatus.PAUSED, pid=5)))
+    index.apply(Resolved(ts=5.0, container_id=ContainerId("c-1")))
     ws = index.by_container("c-1")
     assert ws is not None and ws.state is WorkspaceState.RUNNING and ws.pid == 5
     index.apply(TaskSeen(ts=6.0, task=task("c-1", TaskStatus.STOPPED, pid=5)))
@@ -829,7 +850,10 @@ def test_a_failed_resolution_is_not_asked_for_again_until_a_relist() -> None:
     index = Index()
     feed(index, [seen(sandbox("sb-1")), seen(container("c-1")), created("c-1", upperdir=None)])
     assert index.unresolved() == ["c-1"]
-    assert index.apply(Resolved(ts=3.0, container_id=ContainerId("c-1"))) == []  # found nothing
+    # found nothing (no upper layer on this node): it runs all the same, upperdir None
+    changes = index.apply(Resolved(ts=3.0, container_id=ContainerId("c-1")))
+    assert kinds(changes) == [("running", "c-1")]
+    assert changes[0].workspace.upperdir is None and changes[0].workspace.running
     assert index.unresolved() == []
     assert index.apply(started("c-1")) == []
     assert index.unresolved() == []
@@ -872,6 +896,7 @@ def test_task_in_unknown_state_counts_as_alive() -> None:
     index.apply(
         relisted([sandbox("sb-1"), container("c-1")], [task("c-1", TaskStatus.UNKNOWN, pid=8)])
     )
+    index.apply(Resolved(ts=1.0, container_id=ContainerId("c-1")))
     ws = index.by_container("c-1")
     assert ws is not None and ws.state is WorkspaceState.RUNNING and ws.pid == 8
 
@@ -882,3 +907,106 @@ def test_removed_carries_the_last_snapshot() -> None:
     removed = changes[-1]
     assert removed.kind is ChangeKind.REMOVED
     assert removed.workspace is changes[-2].workspace  # the exited one, as last published
+
+
+# --- needs and answers (the index asks, the shell answers) ------------------------------------
+
+
+def test_a_create_event_asks_for_the_record_unless_deleted() -> None:
+    index = Index()
+    assert index.apply(ContainerChanged(ts=1.0, container_id=ContainerId("c-1"))) == []
+    assert index.take_needs() == [NeedRecord(container_id=ContainerId("c-1"))]
+    index.apply(deleted("c-2"))
+    index.apply(ContainerChanged(ts=2.0, container_id=ContainerId("c-2")))
+    assert index.take_needs() == []
+
+
+def test_a_task_told_by_its_event_runs_at_once_even_without_an_upper_layer() -> None:
+    """A native (devmapper, zfs, ...) snapshotter: the event's rootfs is a bind mount, there
+    is no upperdir to find, and the workspace runs all the same."""
+    index = Index()
+    feed(index, [seen(sandbox("sb-1")), seen(container("c-1"))])
+    index.take_needs()
+    event = TaskCreated(
+        ts=2.0, container_id=ContainerId("c-1"), pid=9, rootfs="/run/c-1/rootfs", located=True
+    )
+    changes = index.apply(event)
+    assert kinds(changes) == [("running", "c-1")]
+    ws = changes[0].workspace
+    assert (ws.pid, ws.upperdir, ws.rootfs) == (9, None, "/run/c-1/rootfs") and ws.running
+    assert index.take_needs() == [] and index.unresolved() == []
+
+
+def test_answers_in_any_order_give_one_created_and_one_running() -> None:
+    """The record of a container arrives after its task events (its Get was slow)."""
+    index = Index()
+    out = feed(index, [seen(sandbox("sb-1")), created("c-1"), started("c-1")])
+    assert out == []  # pending: the record is not known yet
+    out = index.apply(seen(container("c-1")))
+    assert kinds(out) == [("created", "c-1"), ("running", "c-1")]
+
+
+def test_a_get_answered_before_a_deletion_does_not_bring_the_container_back() -> None:
+    """The race of a relist, a Get and a delete: the Get's answer is applied after the
+    container's deletion and after a listing that still showed it."""
+    index = Index()
+    out = feed(index, [seen(sandbox("sb-1")), seen(container("c-1")), created("c-1")])
+    since = index.mark()
+    out += index.apply(deleted("c-1"))  # while the listing runs
+    out += index.apply(relisted([sandbox("sb-1"), container("c-1")], [task("c-1")], since=since))
+    out += index.apply(seen(container("c-1")))  # the late Get's answer
+    out += index.apply(created("c-1"))
+    assert kinds(out) == [("created", "c-1"), ("running", "c-1"), ("removed", "c-1")]
+    assert index.by_container("c-1") is None
+
+
+def test_what_arrives_while_a_listing_runs_is_newer_than_the_listing() -> None:
+    index = Index()
+    feed(index, [seen(sandbox("sb-1")), seen(container("c-1"))])
+    since = index.mark()
+    # while the listing runs: c-1's task starts, pod 2 is created and starts
+    out = feed(
+        index,
+        [
+            created("c-1"),
+            seen(sandbox("sb-2", uid="uid-2", labels=MK2)),
+            seen(container("c-2", sid="sb-2", uid="uid-2")),
+            created("c-2"),
+        ],
+    )
+    assert sorted(kinds(out)) == [("created", "c-2"), ("running", "c-1"), ("running", "c-2")]
+    # the listing was taken before all of that: no task for c-1, no pod 2
+    out = index.apply(relisted([sandbox("sb-1"), container("c-1")], [], since=since))
+    assert out == []  # nothing regressed, nothing removed
+    for cid in ("c-1", "c-2"):
+        ws = index.by_container(cid)
+        assert ws is not None and ws.running
+    # a later listing without them is authoritative
+    out = index.apply(relisted([], [], since=index.mark()))
+    assert sorted(kinds(out)) == [("removed", "c-1"), ("removed", "c-2")]
+
+
+def test_the_first_listing_asks_whether_a_taskless_container_ran() -> None:
+    index = Index()
+    index.apply(relisted([sandbox("sb-1"), container("c-1", created_at=100.0)], [], ts=101.0))
+    assert index.take_needs() == [
+        NeedLogCheck(
+            container_id=ContainerId("c-1"), log_path="/var/log/pods/ws-pod/workspace/0.log"
+        )
+    ]
+    ws = index.by_container("c-1")
+    assert ws is not None and ws.state is WorkspaceState.CREATED
+    out = index.apply(LogChecked(ts=102.0, container_id=ContainerId("c-1"), exists=True))
+    assert kinds(out) == [("exited", "c-1")]
+    # a later listing does not ask (the stream tells exits from then on)
+    index.apply(relisted([sandbox("sb-1"), container("c-2", created_at=100.0)], [], ts=101.0))
+    assert index.take_needs() == []
+
+
+def test_no_log_file_leaves_it_created() -> None:
+    index = Index()
+    index.apply(relisted([sandbox("sb-1"), container("c-1", created_at=100.0)], [], ts=101.0))
+    index.take_needs()
+    assert index.apply(LogChecked(ts=102.0, container_id=ContainerId("c-1"), exists=False)) == []
+    ws = index.by_container("c-1")
+    assert ws is not None and ws.state is WorkspaceState.CREATED

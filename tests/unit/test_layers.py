@@ -1,7 +1,8 @@
 """The layers of the package, as rules on imports (what import-linter contracts would say).
 
-* the core (records, labels, index, cgroups, mounts, procfs, corrections) does no I/O
-  framework: no trio, no grpc, no protobuf;
+* the core (records, needs, labels, index, cgroups, mounts, procfs, corrections, disclosure)
+  does no I/O framework: no trio, no grpc, no protobuf; and it imports nothing of the shell;
+* resolution answers needs and knows nothing of the index; the loop ferries between them;
 * protobuf stops at `decode` (and the client and the test rig that speak the wire);
 * grpc is imported by `client` only (and the test rig's servers and CRI client).
 """
@@ -14,7 +15,11 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "watcher"
-CORE = ("records", "labels", "index", "cgroups", "mounts", "procfs", "corrections", "errors")
+CORE = (
+    "records", "needs", "labels", "index", "cgroups", "mounts", "procfs", "corrections",
+    "errors", "disclosure",
+)  # fmt: skip
+SHELL = ("client", "decode", "resolve", "loop", "watcher", "changes", "settings", "cli", "testing")
 
 
 def imported(module: Path) -> set[str]:
@@ -25,6 +30,23 @@ def imported(module: Path) -> set[str]:
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split(".")[0])
+    return names
+
+
+def internal(module: Path) -> set[str]:
+    """The ws-watcher modules `module` imports (`from . import x`, `from .x import y`,
+    `from watcher.x import y`), by their first name under the package."""
+    tree = ast.parse(module.read_text(), filename=str(module))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level == 0 and node.module and node.module.startswith("watcher."):
+            names.add(node.module.split(".")[1])
+        elif node.level == 1 and node.module:
+            names.add(node.module.split(".")[0])
+        elif node.level == 1:
+            names.update(alias.name for alias in node.names)
     return names
 
 
@@ -49,3 +71,17 @@ def test_protobuf_stops_at_decode() -> None:
         if imported(m) & {"google", "containerd_protos"}
     }
     assert {u for u in users if not u.startswith("testing/")} == {"client.py", "decode.py"}
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_the_core_imports_nothing_of_the_shell(name: str) -> None:
+    assert internal(PACKAGE / f"{name}.py") & set(SHELL) == set()
+
+
+def test_resolution_knows_no_index() -> None:
+    assert "index" not in internal(PACKAGE / "resolve.py")
+
+
+def test_only_the_loop_feeds_the_index() -> None:
+    users = {m.stem for m in modules() if "index" in internal(m) and m.parent == PACKAGE}
+    assert users == {"loop"}

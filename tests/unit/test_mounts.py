@@ -332,3 +332,14 @@ def test_task_rootfs_gives_mount_points_and_upperdirs_in_one_pass() -> None:
 def test_task_rootfs_of_a_non_overlay_mount_has_no_upperdir() -> None:
     line = f"9 1 0:9 / {TASKS}/k8s.io/{CID}/rootfs rw - tmpfs tmpfs rw,upperdir=/fake\n"
     assert task_rootfs(parse_mountinfo(line))[CID].upperdir is None
+
+
+def test_task_rootfs_bound_from_a_directory_on_an_overlay_root_has_no_upperdir() -> None:
+    """A native snapshot on a node whose own root is an overlay: the bind mount shows the
+    root overlay's super options, whose upperdir is the node's, not the task's."""
+    line = (
+        f"9 1 0:50 /var/lib/containerd/native/snapshots/7 {TASKS}/k8s.io/{CID}/rootfs rw - "
+        "overlay overlay rw,lowerdir=/l,upperdir=/node-root/upper,workdir=/node-root/work\n"
+    )
+    found = task_rootfs(parse_mountinfo(line))[CID]
+    assert found.mount_point == f"{TASKS}/k8s.io/{CID}/rootfs" and found.upperdir is None

@@ -94,10 +94,9 @@ async def follow_changes(
     """
     watcher = Watcher(settings)
     follower = Follower(initial=initial)
-    with watcher.changes() as changes:
+    with watcher.changes() as changes:  # before serving: the initial sync's changes too
         async with trio.open_nursery() as nursery:
-            await nursery.start(watcher.serve)
-            task_status.started(watcher)
+            task_status.started(await nursery.start(watcher.serve))
             try:
                 async for change in changes:
                     if isinstance(change, Lagged):

@@ -15,6 +15,9 @@ from .image import PAUSE_IMAGE
 
 DISABLED_SNAPSHOTTERS = ("btrfs", "zfs", "aufs", "devmapper")
 """They cannot initialise without their kernel modules or pools; disabled, the log stays clean."""
+DEFAULT_SNAPSHOTTER = "overlayfs"
+"""What nodes mostly run; ``native`` (plain copies, the task's rootfs a bind mount, no upper
+layer) stands in for nodes without overlay: devmapper, zfs, btrfs, remote snapshotters."""
 
 
 def _q(value: object) -> str:
@@ -23,9 +26,17 @@ def _q(value: object) -> str:
 
 
 def render_config(
-    base: Path, socket: Path, *, sandbox_image: str = PAUSE_IMAGE, restrict_oom: bool | None = None
+    base: Path,
+    socket: Path,
+    *,
+    sandbox_image: str = PAUSE_IMAGE,
+    restrict_oom: bool | None = None,
+    snapshotter: str = DEFAULT_SNAPSHOTTER,
 ) -> str:
     """The ``config.toml`` text for a containerd rooted at ``base`` listening on ``socket``.
+
+    ``snapshotter`` is the one CRI makes its containers' rootfs with; images must be imported
+    into the same one (``ctr images import --snapshotter``), or CRI finds them unpacked nowhere.
 
     ``restrict_oom`` defaults to "this process lacks CAP_SYS_RESOURCE": without it runc cannot
     set the sandbox's ``oom_score_adj=-998`` and fails with ``can't get final child's PID from
@@ -56,7 +67,7 @@ disabled_plugins = {_q(disabled)}
   restrict_oom_score_adj = {_q(restrict_oom)}
 
 {cri}.containerd]
-  snapshotter = "overlayfs"
+  snapshotter = {_q(snapshotter)}
   default_runtime_name = "runc"
 
 {cri}.containerd.runtimes.runc]

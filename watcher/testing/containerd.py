@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 from . import host
-from .config import render_config
+from .config import DEFAULT_SNAPSHOTTER, render_config
 from .cri_client import CRIClient
 from .errors import CRIError, RigError
 from .image import DEFAULT_IMAGES, PAUSE_IMAGE, ImageDef, build_image_layout
@@ -65,10 +65,16 @@ class PrivateContainerd:
             path stays well below the unix socket limit).
         images: the images ``import_images()`` builds and imports; the first is the sandbox
             (pause) image.
+        snapshotter: CRI's snapshotter, and the one images are imported into: ``overlayfs``,
+            or ``native`` for a node without an overlay upper layer.
     """
 
     def __init__(
-        self, base: Path | None = None, *, images: tuple[ImageDef, ...] = DEFAULT_IMAGES
+        self,
+        base: Path | None = None,
+        *,
+        images: tuple[ImageDef, ...] = DEFAULT_IMAGES,
+        snapshotter: str = DEFAULT_SNAPSHOTTER,
     ) -> None:
         host.require_root()
         if base is None:
@@ -82,6 +88,7 @@ class PrivateContainerd:
         self.config_path = self.base / "config.toml"
         self.pods_dir = self.base / "pods"  # pod log directories, as /var/log/pods
         self.images = images
+        self.snapshotter = snapshotter
         self._proc: subprocess.Popen[bytes] | None = None
         self._cleaned = False
         # shims put their sockets in /run/containerd/s (not configurable in 1.6): remove the
@@ -117,7 +124,9 @@ class PrivateContainerd:
             raise RigError("containerd is already running")
         host.ensure_installed()
         sandbox_image = self.images[0].ref if self.images else PAUSE_IMAGE
-        config = render_config(self.base, self.socket, sandbox_image=sandbox_image)
+        config = render_config(
+            self.base, self.socket, sandbox_image=sandbox_image, snapshotter=self.snapshotter
+        )
         self.config_path.write_text(config)
         for sub in ("cni/bin", "cni/conf", "opt", "runc"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
@@ -190,7 +199,7 @@ class PrivateContainerd:
     def import_images(self) -> None:
         """Build the test images (an OCI layout tar) and import them for CRI."""
         tar = build_image_layout(self.base / "images.tar", self.images)
-        self.ctr("images", "import", "--snapshotter", "overlayfs", str(tar))
+        self.ctr("images", "import", "--snapshotter", self.snapshotter, str(tar))
 
     def container_info(self, container_id: str) -> dict[str, object]:
         """``ctr containers info ID`` as JSON: labels, spec, snapshot key, extensions."""
@@ -326,7 +335,7 @@ class PrivateContainerd:
         self.cleanup()
 
     def __repr__(self) -> str:
-        return f"<PrivateContainerd {self.address} pid={self.pid}>"
+        return f"<PrivateContainerd {self.address} {self.snapshotter} pid={self.pid}>"
 
 
 def reclaim_stale(parent: Path = Path("/tmp")) -> list[Path]:

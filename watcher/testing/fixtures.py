@@ -6,6 +6,10 @@
 cleaned up at session end whatever happened. ``pods`` is per test and removes the pods the
 test made. A test may ``kill9()`` containerd: ``pods`` starts it again, before and after the
 test, so one test's crash scenario cannot break the next test or the teardown.
+
+``native_containerd`` / ``native_pods`` are the same over a second private containerd whose
+CRI snapshotter is ``native``: a node without an overlay upper layer (the task's rootfs is a
+bind mount). It is started only in sessions that ask for it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -32,21 +37,44 @@ def containerd() -> Iterator[PrivateContainerd]:
         yield ctrd
 
 
-@pytest.fixture
-def pods(containerd: PrivateContainerd) -> Iterator[Pods]:
-    """Kubelet-style pods on ``containerd``; whatever the test left is removed afterwards."""
-    if not containerd.running:
-        containerd.start()
-    made = Pods(containerd)
+@pytest.fixture(scope="session")
+def native_containerd() -> Iterator[PrivateContainerd]:
+    """Like ``containerd``, but CRI's snapshotter (and the images') is ``native``."""
+    reclaim_stale()
+    with PrivateContainerd(snapshotter="native") as ctrd:
+        yield ctrd
+
+
+@contextmanager
+def _pods_on(ctrd: PrivateContainerd) -> Iterator[Pods]:
+    # a test may have kill9()ed containerd: start it before the test, and again before the
+    # teardown, whose CRI calls need it
+    if not ctrd.running:
+        ctrd.start()
+    made = Pods(ctrd)
     try:
         yield made
     finally:
         try:
-            if not containerd.running:
-                containerd.start()
+            if not ctrd.running:
+                ctrd.start()
             made.remove_all()
         finally:
             made.close()
+
+
+@pytest.fixture
+def pods(containerd: PrivateContainerd) -> Iterator[Pods]:
+    """Kubelet-style pods on ``containerd``; whatever the test left is removed afterwards."""
+    with _pods_on(containerd) as made:
+        yield made
+
+
+@pytest.fixture
+def native_pods(native_containerd: PrivateContainerd) -> Iterator[Pods]:
+    """Kubelet-style pods on ``native_containerd``; removed after the test as by ``pods``."""
+    with _pods_on(native_containerd) as made:
+        yield made
 
 
 @pytest.fixture

@@ -97,9 +97,10 @@ def build_image_layout(
 ) -> Path:
     """Write an OCI image-layout tar with ``images`` to ``dest``; return ``dest``.
 
-    Import it with ``ctr -n k8s.io images import --snapshotter overlayfs dest``; each manifest
-    is annotated with ``io.containerd.image.name`` (the full reference ctr names the image by)
-    and ``org.opencontainers.image.ref.name`` (the tag, for other OCI tools).
+    Import it with ``ctr -n k8s.io images import --snapshotter S dest`` (S: CRI's snapshotter,
+    e.g. ``overlayfs``); each manifest is annotated with ``io.containerd.image.name`` (the full
+    reference ctr names the image by) and ``org.opencontainers.image.ref.name`` (the tag, for
+    other OCI tools).
     """
     if not busybox.is_file():
         raise FileNotFoundError(f"{busybox} is missing: install busybox-static")
