@@ -211,6 +211,9 @@ class _Session:
         self.lookups = trio.CapacityLimiter(LOOKUPS)
         self.last_event = trio.current_time()
         self.relist_soon = trio.Event()
+        # containers the stream announced whose record is still being fetched: a relist
+        # that lists them first tells nothing the stream missed
+        self.fetching: set[ContainerId] = set()
 
     # --- applying ----------------------------------------------------------------------
 
@@ -242,6 +245,7 @@ class _Session:
         if isinstance(need, NeedLogCheck):
             return self.log_checked(need)
         if isinstance(need, NeedRecord):
+            self.fetching.add(need.container_id)
             self.nursery.start_soon(self.fetch_record, need.container_id)
         else:
             self.nursery.start_soon(self.locate, need)
@@ -255,6 +259,12 @@ class _Session:
 
     async def fetch_record(self, cid: ContainerId) -> None:
         """A Get for a new container; its answer is applied whenever it comes."""
+        try:
+            await self._fetch_record(cid)
+        finally:
+            self.fetching.discard(cid)
+
+    async def _fetch_record(self, cid: ContainerId) -> None:
         retry = 0.1
         async with self.lookups:
             for attempt in range(1, GET_TRIES + 1):
@@ -365,8 +375,9 @@ class _Session:
                 continue
             retry = RELIST_RETRY[0]
             due = trio.current_time() + interval
-            if changes:
-                self.suspect(changes)
+            missed = [c for c in changes if c.workspace.container_id not in self.fetching]
+            if missed:
+                self.suspect(missed)
 
     def suspect(self, changes: Sequence[WorkspaceChange]) -> None:
         corrections = self.loop.corrections

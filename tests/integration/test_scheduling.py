@@ -89,3 +89,21 @@ async def test_a_deleted_container_does_not_come_back(tmp_path: Path) -> None:
         ChangeKind.CREATED, ChangeKind.RUNNING, ChangeKind.EXITED, ChangeKind.REMOVED
     ]  # fmt: skip
     assert w.corrections == 0
+
+
+async def test_a_relist_while_gets_are_in_flight_corrects_nothing(tmp_path: Path) -> None:
+    """The stream announced the pods; their Gets are slow; a relist lists them first. The
+    stream did not miss them: no correction is reported."""
+    settings: dict[str, Any] = {"relist_interval": 0.05, "relist_grace": 0.2}
+    with FakeContainerd(tmp_path) as fake:
+        async with watching(fake, **settings) as (w, _):  # type: ignore[arg-type]
+            fake.delay(Rpc.CONTAINERS_GET, 0.5, times=None)
+            for i in range(5):
+                fake.add_pod(f"ws-{i}", labels=mk2_labels(f"inst-{i}", "w", "o"))
+            with trio.fail_after(PATIENCE):
+                for i in range(5):
+                    await w.wait_for_container(f"inst-{i}")  # a relist found them first
+                calls = len(fake.calls())
+                await fake.wait_until(lambda f: tasks_lists(f, calls) >= 2)
+                await trio.sleep(0.3)  # the relists' grace runs out: a timer, no event
+            assert w.corrections == 0
