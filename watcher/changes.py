@@ -66,10 +66,21 @@ class ChangeStream:
                 raise StopAsyncIteration
             await self._lot.park()
         await trio.lowlevel.checkpoint()
+        return self._take()
+
+    def _take(self) -> Change | Lagged:
         if self._missed:
             missed, self._missed = self._missed, 0
             return Lagged(ts=getattr(self._queue[0], "ts", 0.0), missed=missed)
         return self._queue.popleft()
+
+    def take_ready(self) -> list[Change | Lagged]:
+        """Everything queued now, without waiting (a `Lagged` first if changes were lost):
+        a consumer that writes in batches takes the rest of a burst with one call."""
+        out: list[Change | Lagged] = []
+        while self._queue:
+            out.append(self._take())
+        return out
 
 
 class ChangeHub:

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
@@ -40,13 +41,13 @@ async def run(opts: Options) -> int:
     if opts.command is Command.WATCH:
         return await commands.watch(opts)
     if opts.command is Command.WAIT:
-        return await commands.wait(opts)
+        return await commands.interruptible(partial(commands.wait, opts))
     if opts.command is Command.WAIT_STOP:
-        return await commands.wait_stop(opts)
+        return await commands.interruptible(partial(commands.wait_stop, opts))
     if opts.command is Command.LS:
-        return await commands.ls(opts)
+        return await commands.interruptible(partial(commands.ls, opts))
     if opts.command is Command.INSPECT:
-        return await commands.inspect(opts)
+        return await commands.interruptible(partial(commands.inspect, opts))
     from .demo import demo
 
     return await demo(opts)

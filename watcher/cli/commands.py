@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TextIO
 
 import trio
@@ -25,6 +24,8 @@ from watcher.watcher import Settings, Watcher, open_watcher
 from . import output
 from .args import Options
 from .follow import Follower
+from .signals import cancelled_on_signal
+from .writer import LineWriter
 
 __all__ = [
     "EXIT_OK",
@@ -45,6 +46,8 @@ EXIT_TIMEOUT = 1
 EXIT_UNKNOWN = 1
 
 Emit = Callable[[str], None]
+#: writes lines to stdout without blocking the loop (see `writer`); awaited
+Write = Callable[[Sequence[str]], Awaitable[None]]
 
 
 def settings_of(opts: Options) -> Settings:
@@ -69,28 +72,21 @@ def line_printer(stream: TextIO | None = None) -> Emit:
     return emit
 
 
-async def _cancel_on_signal(scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for signum in signals:
-            log.info("%s: stopping", signal.Signals(signum).name)
-            scope.cancel()
-            return
-
-
 async def follow_changes(
     settings: Settings,
     render: Callable[[Change], str | None],
-    emit: Emit,
+    write: Write,
     *,
     initial: bool,
     task_status: trio.TaskStatus[Watcher] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a watcher and emit `render(change)` for each change, in `Follower` order.
+    """Run a watcher and write `render(change)` for each change, in `Follower` order.
 
     Subscribes before the watcher starts, so the initial sync's changes are seen; runs until
-    cancelled. `started(watcher)` once the initial sync is done. A follower that falls
-    behind (`Lagged`) is warned about on stderr and carries on.
+    cancelled. `started(watcher)` once the initial sync is done. Lines are written in
+    batches (what a burst queued while the last write ran); while a write waits for a slow
+    reader, changes queue in the library's bounded buffer, and a follower that falls behind
+    that (`Lagged`) is warned about on stderr and carries on.
     """
     watcher = Watcher(settings)
     follower = Follower(initial=initial)
@@ -98,43 +94,53 @@ async def follow_changes(
         async with trio.open_nursery() as nursery:
             task_status.started(await nursery.start(watcher.serve))
             try:
-                async for change in changes:
-                    if isinstance(change, Lagged):
-                        log.warning(
-                            "too slow: %d changes were dropped; `ls` shows the state now",
-                            change.missed,
-                        )
-                        continue
-                    for item in follower.feed(change):
-                        line = render(item)
-                        if line is not None:
-                            emit(line)
+                async for first in changes:
+                    lines: list[str] = []
+                    for change in (first, *changes.take_ready()):
+                        if isinstance(change, Lagged):
+                            log.warning(
+                                "too slow: %d changes were dropped; `ls` shows the state now",
+                                change.missed,
+                            )
+                            continue
+                        for item in follower.feed(change):
+                            line = render(item)
+                            if line is not None:
+                                lines.append(line)
+                    await write(lines)
             finally:
                 watcher.close()
                 nursery.cancel_scope.cancel()
 
 
-async def watch(opts: Options, emit: Emit | None = None) -> int:
+async def watch(opts: Options, write: Write | None = None) -> int:
     """`ws-watcher watch`: one JSON line per change until SIGINT/SIGTERM (then exit 0)."""
     settings = settings_of(opts)
-    emit = emit or line_printer()
+    write = write or LineWriter().write
 
     def render(change: Change) -> str:
         return output.dumps(output.change_json(change, opts.path_map, opts.disclosure))
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(_cancel_on_signal, nursery.cancel_scope)
-        await follow_changes(settings, render, emit, initial=opts.initial)
+    async with cancelled_on_signal():
+        await follow_changes(settings, render, write, initial=opts.initial)
     return EXIT_OK
 
 
-async def wait(opts: Options, emit: Emit | None = None) -> int:
+async def interruptible(command: Callable[[], Awaitable[int]]) -> int:
+    """Run a one-shot command; SIGINT/SIGTERM end it at once with 128 + the signal."""
+    async with cancelled_on_signal() as interrupt:
+        return await command()
+    print("ws-watcher: interrupted", file=sys.stderr)
+    return interrupt.exit_status
+
+
+async def wait(opts: Options, write: Write | None = None) -> int:
     """`ws-watcher wait ID`: print the workspace once it runs (0), or time out (1)."""
-    emit = emit or line_printer()
+    write = write or LineWriter().write
     with trio.move_on_after(opts.timeout):
         async with open_watcher(settings=settings_of(opts)) as w:
             ws = await w.wait_for_container(opts.instance_id)
-        emit(output.dumps(output.workspace_json(ws, opts.path_map, opts.disclosure)))
+        await write([output.dumps(output.workspace_json(ws, opts.path_map, opts.disclosure))])
         return EXIT_OK
     _timed_out(opts, "to run")
     return EXIT_TIMEOUT
@@ -158,29 +164,29 @@ def _timed_out(opts: Options, what: str) -> None:
     )
 
 
-async def ls(opts: Options, emit: Emit | None = None) -> int:
+async def ls(opts: Options, write: Write | None = None) -> int:
     """`ws-watcher ls [--json]`: the workspaces now, newest container per instance."""
-    emit = emit or line_printer()
+    write = write or LineWriter().write
     async with open_watcher(settings=settings_of(opts)) as w:
         found = sorted(w.workspaces().values(), key=lambda ws: (ws.instance_id, ws.container_id))
     if opts.json:
         rows: list[output.JSONValue] = [
             output.workspace_json(ws, opts.path_map, opts.disclosure) for ws in found
         ]
-        emit(output.dumps(rows))
+        await write([output.dumps(rows)])
     else:
-        emit(output.table(found, now=time.time()))
+        await write([output.table(found, now=time.time())])
     return EXIT_OK
 
 
-async def inspect(opts: Options, emit: Emit | None = None) -> int:
+async def inspect(opts: Options, write: Write | None = None) -> int:
     """`ws-watcher inspect ID`: the record plus task and image info as one JSON object.
 
     ID is an instance id or a container id; exit 1 (one line on stderr) when neither is on
     the node. Task and image are null when containerd has none (a task that ended, an image
     that was removed).
     """
-    emit = emit or line_printer()
+    write = write or LineWriter().write
     async with open_watcher(settings=settings_of(opts)) as w:
         ws = w.workspaces().get(InstanceId(opts.instance_id))
         if ws is None:
@@ -197,5 +203,6 @@ async def inspect(opts: Options, emit: Emit | None = None) -> int:
             task = await w.task_info(ws.container_id)
         with contextlib.suppress(NotFound):
             image = await w.image_info(ws.container_id)
-    emit(output.dumps(output.inspect_json(ws, task, image, opts.path_map, opts.disclosure)))
+    obj = output.inspect_json(ws, task, image, opts.path_map, opts.disclosure)
+    await write([output.dumps(obj)])
     return EXIT_OK

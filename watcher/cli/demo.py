@@ -22,9 +22,8 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -48,7 +47,8 @@ from watcher.watcher import Settings, Watcher
 
 from . import output
 from .args import Options
-from .commands import Emit, follow_changes, line_printer
+from .commands import Emit, Write, follow_changes, line_printer
+from .signals import Interrupt, cancelled_on_signal
 
 __all__ = ["WORKSPACE_PODS", "demo"]
 
@@ -159,20 +159,9 @@ async def demo(opts: Options, emit: Emit | None = None) -> int:
 
     ctrd: PrivateContainerd | None = None
     pods: Pods | None = None
-    interrupted = False
+    interrupt = Interrupt()
     try:
-        async with trio.open_nursery() as nursery:
-
-            async def on_signal(*, task_status: trio.TaskStatus[None]) -> None:
-                nonlocal interrupted
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    task_status.started()
-                    async for _ in signals:
-                        interrupted = True
-                        nursery.cancel_scope.cancel()
-                        return
-
-            await nursery.start(on_signal)
+        async with cancelled_on_signal() as interrupt:
             with trio.fail_after(DEADLINE):
                 if any(shutil.which(exe) is None for exe in ("containerd", "runc", "ctr")):
                     narrate("installing containerd and runc with apt-get (once; a minute) ...")
@@ -183,14 +172,13 @@ async def demo(opts: Options, emit: Emit | None = None) -> int:
                 await _in_thread(ctrd.import_images)
                 pods = await _in_thread(Pods, ctrd)
                 await _story(ctrd, pods, say, narrate)
-            nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             if ctrd is not None:
                 with contextlib.suppress(OSError):  # stdout gone: clean up all the same
                     narrate(f"cleaning up: pods, containerd, mounts, cgroups, {ctrd.base}")
             await _in_thread(_clean_up, ctrd, pods)
-    narrate("interrupted; everything cleaned up" if interrupted else "done")
+    narrate("interrupted; everything cleaned up" if interrupt.signum else "done")
     return 0
 
 
@@ -207,7 +195,7 @@ async def _story(
     async with trio.open_nursery() as nursery:
         narrate("starting the watcher (what `ws-watcher watch` prints, for people)")
         watcher: Watcher = await nursery.start(
-            partial(follow_changes, settings, render, say, initial=True)
+            partial(follow_changes, settings, render, _lines_to(say), initial=True)
         )
         await milestones.synced.wait()
         narrate("creating 2 mk1 and 2 mk2 workspace pods (one with a sidecar) and 1 other pod")
@@ -235,3 +223,14 @@ async def _story(
         with trio.fail_after(STEP_TIMEOUT):
             await milestones.printed("removed", INSTANCES)
         nursery.cancel_scope.cancel()
+
+
+def _lines_to(say: Emit) -> Write:
+    """The demo narrates to a terminal; its change lines go the same way, in order."""
+
+    async def write(lines: Sequence[str]) -> None:
+        for line in lines:
+            say(line)
+        await trio.lowlevel.checkpoint()
+
+    return write
