@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -124,16 +123,57 @@ def task(pb: task_types_pb2.Process) -> TaskRecord:
     )
 
 
+#: distinct strings kept for sharing; past this the table starts afresh (sharing is an
+#: optimisation: a string decoded twice is merely stored twice)
+SHARED_STRINGS = 65_536
+_shared: dict[str, str] = {}
+
+
+def _share(text: str) -> str:
+    """One copy of `text` for every record that holds it.
+
+    Not `sys.intern`: from CPython 3.12 interned strings are immortal, so every distinct
+    label value ever decoded (pod uids, instance ids) would stay in memory for good. This
+    table is ours, bounded, and its strings die with the records that hold them.
+    """
+    found = _shared.get(text)
+    if found is not None:
+        return found
+    if len(_shared) >= SHARED_STRINGS:
+        _shared.clear()
+    _shared[text] = text
+    return text
+
+
 def _interned(labels: Mapping[str, str]) -> dict[str, str]:
     """A copy of `labels` with shared strings: the same keys and most of the same values
     (`app=gitpod`, `component=workspace`, ...) repeat on every workspace of a node, and one
     copy each instead of thousands is most of what a tracked workspace costs in memory."""
-    return {sys.intern(k): sys.intern(v) for k, v in labels.items()}
+    return {_share(k): _share(v) for k, v in labels.items()}
 
 
 def container(pb: containers_pb2.Container) -> ContainerRecord:
     """The record of a container. A CRI sandbox (the pause container) matters for its
-    labels and pod metadata only, so its OCI spec, the largest part, is not decoded."""
+    labels and pod metadata only, so its OCI spec, the largest part, is not decoded.
+
+    Never raises for what a container holds: one container that cannot be decoded (a spec
+    nested thousands of levels deep, an extension of the wrong shape) must not stop the
+    watcher, which decodes every container of the node. It is kept with its id and labels
+    only, and one warning names it.
+    """
+    try:
+        return _container(pb)
+    except Exception as exc:  # hostile input stays with its container
+        cid = ContainerId(pb.id)
+        log.warning("container %s: cannot be decoded (%r); kept with its labels only", cid, exc)
+        try:
+            labels = _interned(pb.labels)
+        except Exception:
+            labels = {}
+        return ContainerRecord(id=cid, labels=labels)
+
+
+def _container(pb: containers_pb2.Container) -> ContainerRecord:
     cid = ContainerId(pb.id)
     labels = _interned(pb.labels)
     sandbox = labels.get(KIND_LABEL) == KIND_SANDBOX
@@ -146,7 +186,7 @@ def container(pb: containers_pb2.Container) -> ContainerRecord:
     return ContainerRecord(
         id=cid,
         labels=labels,
-        image=sys.intern(pb.image),
+        image=_share(pb.image),
         runtime=pb.runtime.name,
         snapshotter=pb.snapshotter,
         snapshot_key=pb.snapshot_key,
@@ -176,8 +216,9 @@ def _spec(cid: ContainerId, pb: containers_pb2.Container) -> dict[str, Any] | No
 def _json_object(cid: ContainerId, what: str, raw: bytes) -> dict[str, Any] | None:
     try:
         loaded = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        log.warning("container %s: %s is not JSON (%s); ignored", cid, what, exc)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the interpreter's stack allows
+        log.warning("container %s: %s is not JSON we can read (%r); ignored", cid, what, exc)
         return None
     if not isinstance(loaded, dict):
         log.warning("container %s: %s is not a JSON object; ignored", cid, what)
@@ -353,8 +394,18 @@ def event_message(type_url: str, value: bytes) -> Message | None:
 def envelope(pb: event_pb2.Envelope, *, ts: float) -> Envelope:
     """One stream message → an `Envelope` whose `event` is what the watcher acts on.
 
-    `ts` is when the watcher received it (stamped by the client as it arrives).
+    `ts` is when the watcher received it (stamped by the client as it arrives). Never raises
+    for what a message holds: an event that cannot be decoded is an envelope without one.
     """
+    try:
+        return _envelope(pb, ts=ts)
+    except Exception as exc:  # hostile input stays with its message
+        log.warning("event on %s cannot be decoded (%r); skipped", pb.topic, exc)
+        return Envelope(topic=pb.topic, namespace=pb.namespace, timestamp=None,
+                        type_name="", event=None)  # fmt: skip
+
+
+def _envelope(pb: event_pb2.Envelope, *, ts: float) -> Envelope:
     type_name = pb.event.type_url.rsplit("/", 1)[-1]
     msg = event_message(pb.event.type_url, pb.event.value)
     if msg is None and type_name not in _EVENT_CLASSES:

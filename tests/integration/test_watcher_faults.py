@@ -504,8 +504,9 @@ def add_workspace_with_spec(fake: FakeContainerd, iid: str, spec: bytes | dict[s
         (b"{not json", "not JSON"),
         (b"[1, 2]", "not a JSON object"),
         ({k: v for k, v in oci_spec(None).items() if k != "linux"}, "no linux.cgroupsPath"),
+        (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "not JSON we can read"),
     ],
-    ids=["not-json", "not-an-object", "no-linux"],
+    ids=["not-json", "not-an-object", "no-linux", "nested-100k-deep"],
 )
 async def test_malformed_spec_still_a_workspace_without_cgroup(
     fake: FakeContainerd,
@@ -523,6 +524,27 @@ async def test_malformed_spec_still_a_workspace_without_cgroup(
         about = [m for m in warnings_of(caplog_warnings) if cid in m]
         assert len(about) == 1 and says in about[0], about
         assert warnings_of(caplog_warnings) == about
+
+
+async def test_one_hostile_container_stays_with_itself(
+    fake: FakeContainerd, caplog_warnings: pytest.LogCaptureFixture
+) -> None:
+    """Any container of the node is decoded, workspace or not: one whose CRI extension and
+    spec are nested 100 000 levels deep, there before the watcher starts and made again
+    while it runs, costs a warning each, never the watcher."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    hostile = {"io.cri-containerd.container.metadata": deep}
+    labels = {"io.cri-containerd.kind": "container", "io.kubernetes.container.name": "workspace"}
+    fake.create_container("hostile-1", labels=labels, spec=deep, extensions=hostile)
+    async with watching(fake) as wd:  # the listing at start decodes it
+        fake.create_container("hostile-2", labels=labels, spec=deep, extensions=hostile)
+        a = workspace_pod(fake, "inst-a")
+        await wd.wait(running(wd.w, "inst-a"))
+        assert_consistent(wd.w, fake, {"inst-a": a})
+    warnings = warnings_of(caplog_warnings)
+    for cid in ("hostile-1", "hostile-2"):
+        assert any(cid in w and "not JSON we can read" in w for w in warnings), warnings
+    assert all("hostile-" in w for w in warnings), warnings
 
 
 async def test_weird_labels(

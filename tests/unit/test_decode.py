@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 from google.protobuf.any_pb2 import Any as AnyPb
@@ -217,3 +218,42 @@ def test_go_zero_time_is_no_time() -> None:
     pb = task_types_pb2.Process(id=CID, pid=1, status=task_types_pb2.Status.RUNNING)
     pb.exited_at.seconds = -62135596800  # Go's time.Time{} as containerd sends it
     assert decode.task(pb).exited_at is None
+
+
+def test_a_container_that_cannot_be_decoded_keeps_its_id_and_labels(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def boom(pb: object) -> object:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(decode, "_container", boom)
+    rec = decode.container(_container(b"{}"))
+    assert rec.id == CID and rec.labels == {"io.cri-containerd.kind": "container"}
+    assert rec.cgroup_path is None and rec.cri_container is None
+    assert CID in caplog.text and "cannot be decoded" in caplog.text
+
+
+def test_deeply_nested_json_is_a_warning_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    rec = decode.container(_container(deep, **{decode.CRI_CONTAINER_EXTENSION: deep}))
+    assert rec.cgroup_path is None and rec.cri_container is None
+    assert "not JSON we can read" in caplog.text
+
+
+def test_shared_label_strings_are_not_immortal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sys.intern` keeps strings for good from CPython 3.12: decode shares them through a
+    table of its own, bounded."""
+    monkeypatch.setattr(decode, "SHARED_STRINGS", 10)
+    monkeypatch.setattr(decode, "_shared", {})
+    values = []
+    for i in range(50):
+        pb = _container(b"{}")
+        pb.labels["io.kubernetes.pod.uid"] = "".join(["uid-", str(i), "-unique"])
+        values.append(decode.container(pb).labels["io.kubernetes.pod.uid"])
+        assert len(decode._shared) <= 10
+    copy = "".join(["uid-", "7", "-unique"])
+    assert sys.intern(copy) is not values[7]  # never interned by decode
+    # the same value decoded twice in a row is one object
+    pb = _container(b"{}")
+    a = decode.container(pb).labels["io.cri-containerd.kind"]
+    assert decode.container(pb).labels["io.cri-containerd.kind"] is a
