@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 import trio
 
@@ -25,22 +26,33 @@ __all__ = ["LineWriter"]
 
 
 class LineWriter:
-    """Synopsis: ``await LineWriter().write(["one line", "another"])``."""
+    """Synopsis: ``await LineWriter().write(["one line", "another"])``.
 
-    def __init__(self, fd: int | None = None) -> None:
-        self._fd = sys.stdout.fileno() if fd is None else fd
+    Writes to `sys.stdout` as it is at the time of each write: its file descriptor when it
+    has one, else (a test's captured stdout) its `write`.
+    """
+
+    def __init__(self) -> None:
         # one writer at a time keeps lines whole and in order
         self._limiter = trio.CapacityLimiter(1)
 
     async def write(self, lines: Sequence[str]) -> None:
         if not lines:
             return
-        data = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+        text = "\n".join(lines) + "\n"
         await trio.to_thread.run_sync(
-            self._write_all, data, limiter=self._limiter, abandon_on_cancel=True
+            _write, sys.stdout, text, limiter=self._limiter, abandon_on_cancel=True
         )
 
-    def _write_all(self, data: bytes) -> None:  # in the worker thread
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+
+def _write(stream: TextIO, text: str) -> None:  # in the worker thread
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        stream.write(text)
+        stream.flush()
+        return
+    stream.flush()  # anything written through the stream before us goes first
+    view = memoryview(text.encode("utf-8", "surrogateescape"))
+    while view:
+        view = view[os.write(fd, view) :]
