@@ -562,7 +562,7 @@ def test_deleting_the_sandbox_first_keeps_its_live_container() -> None:
         ("exited", "c-1"),
         ("removed", "c-1"),
     ]
-    assert index._sandboxes == {}  # purged once nothing refers to it
+    assert index._pods.sandboxes == {}  # purged once nothing refers to it
 
 
 def test_memory_is_bounded_over_many_create_delete_cycles() -> None:
@@ -574,10 +574,11 @@ def test_memory_is_bounded_over_many_create_delete_cycles() -> None:
         feed(index, [created(f"noise-{i}"), exited(f"noise-{i}"), deleted(f"noise-{i}")])
     assert len(index._tombstones) == 100
     assert index._facts == {}
-    assert index._sandboxes == {} and index._sandboxes_by_uid == {}
-    assert index._children_by_sid == {} and index._children_by_uid == {}
+    assert index._pods.sandboxes == {} and index._pods.by_uid == {}
+    assert index._pods.children_by_sid == {} and index._pods.children_by_uid == {}
     assert index._ignored == set()
-    assert index._visible == {} and index._reported == {} and index._instances == {}
+    published = index._published
+    assert published.visible == {} and published.reported == {} and published.instances == {}
 
 
 def test_tombstones_are_bounded_oldest_first() -> None:

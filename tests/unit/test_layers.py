@@ -1,7 +1,11 @@
 """The layers of the package, as rules on imports (what import-linter contracts would say).
 
-* the core (records, needs, labels, index, cgroups, mounts, procfs, corrections, disclosure)
-  does no I/O framework: no trio, no grpc, no protobuf; and it imports nothing of the shell;
+* the core (records, needs, labels, the index and its rooms, cgroups, mounts, procfs,
+  corrections, disclosure) does no I/O framework: no trio, no grpc, no protobuf; and it imports
+  nothing of the shell;
+* the index's rooms (facts, the pod join, publishing) serve the index only and know no
+  `Index`; facts know neither the join nor publishing, publishing knows neither facts nor the
+  join (the index composes them);
 * resolution answers needs and knows nothing of the index; the loop ferries between them;
 * protobuf stops at `decode` (and the client and the test rig that speak the wire);
 * grpc is imported by `client` only (and the test rig's servers and CRI client).
@@ -15,9 +19,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "watcher"
+#: the rooms of the index, one concern each: what is known of a container, the CRI pod join,
+#: what is published
+INDEX_ROOMS = ("facts", "podjoin", "publishing")
 CORE = (
-    "records", "needs", "labels", "index", "cgroups", "mounts", "procfs", "corrections",
-    "errors", "disclosure",
+    "records", "needs", "labels", "index", *INDEX_ROOMS, "cgroups", "mounts", "procfs",
+    "corrections", "errors", "disclosure",
 )  # fmt: skip
 SHELL = ("client", "decode", "resolve", "loop", "watcher", "changes", "settings", "cli", "testing")
 
@@ -85,3 +92,21 @@ def test_resolution_knows_no_index() -> None:
 def test_only_the_loop_feeds_the_index() -> None:
     users = {m.stem for m in modules() if "index" in internal(m) and m.parent == PACKAGE}
     assert users == {"loop"}
+
+
+def test_the_index_rooms_serve_the_index_only() -> None:
+    for room in INDEX_ROOMS:
+        users = {str(m.relative_to(PACKAGE)) for m in modules() if room in internal(m)}
+        assert users <= {"index.py"} | {f"{r}.py" for r in INDEX_ROOMS}, room
+
+
+@pytest.mark.parametrize(
+    ("room", "unknown"),
+    [
+        ("facts", {"index", "podjoin", "publishing"}),
+        ("podjoin", {"index", "publishing"}),
+        ("publishing", {"index", "facts", "podjoin"}),
+    ],
+)
+def test_each_index_room_keeps_to_its_concern(room: str, unknown: set[str]) -> None:
+    assert internal(PACKAGE / f"{room}.py") & unknown == set()
