@@ -108,6 +108,7 @@ from watcher.records import (
     Event,
     InstanceId,
     LogChecked,
+    LookupFailed,
     Relisted,
     Resolved,
     SandboxId,
@@ -334,6 +335,14 @@ class Index:
             return []
         return self._after_learning(cid, facts, event.ts)
 
+    def _on_lookup_failed(self, event: LookupFailed) -> list[WorkspaceChange]:
+        cid = event.container_id
+        facts = self._facts.get(cid)
+        if cid in self._unresolved and facts is not None:
+            del self._unresolved[cid]
+            facts.asked = False  # asked again with the next news of it, or the next listing
+        return []
+
     def _on_resolved(self, event: Resolved) -> list[WorkspaceChange]:
         cid = event.container_id
         facts = self._task_facts(cid)
@@ -400,7 +409,7 @@ class Index:
                 rec = merge(facts.record, rec)
             self._facts[cid] = facts
             pods.attach(cid, facts, rec)
-            if cid in old_unresolved:
+            if cid in old_unresolved and since is not None:
                 self._unresolved[cid] = None  # its answer is on its way
             elif facts.upperdir is None and not facts.told:
                 facts.asked = False  # ask the node again for what is still unknown
@@ -422,7 +431,7 @@ class Index:
                 if facts.record is not None:
                     pods.attach(cid, facts, facts.record)
                 if cid in old_unresolved:
-                    self._unresolved[cid] = None
+                    self._unresolved[cid] = None  # `newer` implies a `since`: same shell
         pods.purge_all()
 
         out: list[WorkspaceChange] = []
@@ -578,4 +587,5 @@ _HANDLERS: Final[dict[type, Callable[[Index, Any], list[WorkspaceChange]]]] = {
     Relisted: Index._on_relisted,
     ContainerChanged: Index._on_container_changed,
     LogChecked: Index._on_log_checked,
+    LookupFailed: Index._on_lookup_failed,
 }

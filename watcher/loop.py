@@ -60,6 +60,7 @@ from .records import (
     Envelope,
     Event,
     LogChecked,
+    LookupFailed,
     Relisted,
     Synced,
     TaskCreated,
@@ -290,12 +291,15 @@ class _Session:
         self.apply(ContainerSeen(ts=time.time(), container=record))
 
     async def locate(self, need: NeedLocation) -> None:
+        answers: Sequence[Event]
         async with self.lookups:
             try:
                 answers = await self.loop.resolver.answer(self.client, [need], time.time())
             except ConnectError as exc:
+                # the stream or the health check tells whether containerd is gone; the
+                # index asks again later
                 log.warning("container %s: cannot locate its files: %s", need.container_id, exc)
-                return  # the stream or the health check tells whether containerd is gone
+                answers = [LookupFailed(ts=time.time(), container_id=need.container_id)]
         for answer in answers:
             self.apply(answer)
 
@@ -331,12 +335,16 @@ class _Session:
     async def sync(self, *, initial: bool) -> None:
         """The listing after a (re)connection, with the stream held in its buffer; `Synced`
         once it and what it left the index missing are applied."""
-        await self.listing()
+        await self.listing(beside_stream=False)
         self.loop.synced(initial)
 
-    async def listing(self) -> list[WorkspaceChange]:
-        """List, reconcile with what arrived meanwhile, answer the needs it raised."""
-        since = self.index.mark()
+    async def listing(self, *, beside_stream: bool = True) -> list[WorkspaceChange]:
+        """List, reconcile with what arrived meanwhile, answer the needs it raised.
+
+        After a (re)connection nothing arrives meanwhile (the stream waits), and no answer
+        to an earlier connection's needs will come: the listing is newer than everything.
+        """
+        since = self.index.mark() if beside_stream else None
         containers = await self.client.list_containers()
         tasks = await self.client.list_tasks(deadline=self.loop.settings.listing_timeout)
         candidates = tuple(c for c in containers if self.index.is_candidate(c.labels))

@@ -254,6 +254,15 @@ class Relisted:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LookupFailed:
+    """A `NeedLocation` that could not be answered (containerd went away meanwhile): the
+    index asks again later instead of waiting for an answer that will not come."""
+
+    ts: float
+    container_id: ContainerId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LogChecked:
     """The answer to `NeedLogCheck`: whether the container's log file exists."""
 
@@ -284,6 +293,7 @@ Event = (
     | Resolved
     | Relisted
     | LogChecked
+    | LookupFailed
 )
 
 

@@ -23,6 +23,7 @@ from watcher.records import (
     Event,
     InstanceId,
     LogChecked,
+    LookupFailed,
     Mount,
     Relisted,
     Resolved,
@@ -1011,3 +1012,20 @@ def test_no_log_file_leaves_it_created() -> None:
     assert index.apply(LogChecked(ts=102.0, container_id=ContainerId("c-1"), exists=False)) == []
     ws = index.by_container("c-1")
     assert ws is not None and ws.state is WorkspaceState.CREATED
+
+
+def test_a_failed_lookup_is_asked_again_and_a_new_connection_asks_anew() -> None:
+    index = Index()
+    feed(index, [seen(sandbox("sb-1")), seen(container("c-1")), created("c-1", upperdir=None)])
+    assert [type(n) for n in index.take_needs()] == [NeedLocation]
+    index.apply(LookupFailed(ts=3.0, container_id=ContainerId("c-1")))
+    assert index.unresolved() == []
+    index.apply(started("c-1"))  # the next news of it
+    assert [n.container_id for n in index.take_needs()] == ["c-1"]
+    # a listing after a reconnection (since=None): the old connection's answers will not
+    # come, so what was asked is asked again
+    index.apply(relisted([sandbox("sb-1"), container("c-1")], [task("c-1")]))
+    assert [n.container_id for n in index.take_needs()] == ["c-1"]
+    # a safety relist beside the stream (since given) waits for the answer on its way
+    index.apply(relisted([sandbox("sb-1"), container("c-1")], [task("c-1")], since=index.mark()))
+    assert index.take_needs() == [] and index.unresolved() == ["c-1"]
