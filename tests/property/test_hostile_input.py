@@ -18,7 +18,7 @@ from watcher import decode
 from watcher.index import Index
 from watcher.records import ContainerSeen
 
-EVENT_TYPES = sorted(decode.KNOWN_EVENT_TYPES) + ["containerd.events.FromTheFuture", ""]
+EVENT_TYPES = [*sorted(decode.KNOWN_EVENT_TYPES), "containerd.events.FromTheFuture", ""]
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)  # any Unicode, no surrogates
 JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | TEXT
 JSON_VALUES = st.recursive(
@@ -40,8 +40,8 @@ def blobs(draw: st.DrawFn) -> bytes:
     if kind == "json":
         return json.dumps(draw(JSON_VALUES)).encode()
     if kind == "cri":  # the CRI shape with wrong types inside
-        meta = {"Metadata": {"Config": draw(JSON_VALUES), "SandboxID": draw(JSON_VALUES),
-                             "LogPath": draw(JSON_VALUES), "ImageRef": draw(JSON_VALUES)}}  # fmt: skip
+        fields = ("Config", "SandboxID", "LogPath", "ImageRef")
+        meta = {"Metadata": {name: draw(JSON_VALUES) for name in fields}}
         return json.dumps(meta).encode()
     if kind == "deep":
         return nested(draw(st.integers(900, 50_000)))
