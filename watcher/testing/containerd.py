@@ -11,14 +11,27 @@ Synopsis::
 Why a private one: the watcher must be tested against the real thing (CRI labels, snapshots,
 events, restarts), without touching a containerd the host may run. Blocking calls are fine
 here: this is test infrastructure, run around (not inside) the code under test.
+
+Trust: the rig runs as root and ``reclaim_stale()`` cleans up dirs in ``/tmp``, where anyone
+can put a ``wsw-*`` dir full of lies (a runc state naming any pid or cgroup, an address file
+naming any path). So it acts only on what it provably made: a base dir is a real directory of
+our euid, mode 0700 (nobody else can have written into it), holding the marker written at its
+creation, which names that very directory; inside one, every path acted on is confined (no
+symlink, no ``..``) to the base, to the shim sockets derived from our own address, or to the
+cgroups the rig tracked; and a process is killed only when its command line (as us) or its
+cgroup or its parentage ties it to the base, never because a file names its pid.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import json
+import logging
+import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -42,18 +55,27 @@ CLEANUP_CALL_TIMEOUT = 20.0
 """Per CRI call at clean-up: a wedged containerd must not hold the teardown for long."""
 SHIM_SOCKET_DIRS = (Path("/run/containerd/s"), Path("/run/containerd"))
 MAX_SOCKET_PATH = 100
+MARKER_FILE = "rig.json"
+"""Written once when the rig makes its base dir: what ``untrusted_reason`` checks."""
+MARKER_KIND = "ws-watcher test rig"
 OWNER_FILE = "owner"
 CGROUPS_FILE = "cgroups"
+"""The cgroups the rig makes (``track_cgroup``), one per line: all it may kill in and remove."""
+MADE_PARENTS_FILE = "cgroups.made"
+"""Their ancestors that did not exist yet: removed at clean-up when empty, no others."""
 BASE_PREFIX = "wsw-"  # sun_path is 108 bytes; containerd also needs "<socket>.ttrpc"
+BASE_MODE = 0o700
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class _RuncContainer:
-    """What runc's ``state.json`` tells about a container the shims may have left running."""
+    """A container in runc's state under the base; its dir names are ours, its cgroup is not
+    (``state.json`` says it: a claim, checked by ``_our_cgroups``)."""
 
+    namespace: str
     id: str
-    pid: int
-    start_time: int | None
     cgroup: str | None  # relative cgroup path, e.g. /kubepods/besteffort/pod<uid>/<id>
 
 
@@ -77,10 +99,7 @@ class PrivateContainerd:
         snapshotter: str = DEFAULT_SNAPSHOTTER,
     ) -> None:
         host.require_root()
-        if base is None:
-            base = Path(tempfile.mkdtemp(prefix=BASE_PREFIX, dir="/tmp"))
-        self.base = base.resolve()
-        self.base.mkdir(parents=True, exist_ok=True)
+        self.base = _own_base(base)
         self.socket = self.base / "containerd.sock"
         if len(str(self.socket)) + len(".ttrpc") > MAX_SOCKET_PATH:
             raise RigError(f"socket path too long for a unix socket: {self.socket}")
@@ -94,7 +113,7 @@ class PrivateContainerd:
         # shims put their sockets in /run/containerd/s (not configurable in 1.6): remove the
         # dirs at clean-up when they did not exist before us and are empty again
         self._created_run_dirs = [p for p in SHIM_SOCKET_DIRS if not p.exists()]
-        (self.base / OWNER_FILE).write_text(host.owner_record())  # for reclaim_stale()
+        _write_private(self.base / OWNER_FILE, host.owner_record())  # for reclaim_stale()
         atexit.register(self._atexit)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -130,6 +149,9 @@ class PrivateContainerd:
         self.config_path.write_text(config)
         for sub in ("cni/bin", "cni/conf", "opt", "runc"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
+        # containerd's own parent of containers without a cgroup parent (/k8s.io/<id>)
+        if not host.cgroup_exists(f"/{NAMESPACE}"):
+            _write_private(self.base / MADE_PARENTS_FILE, f"/{NAMESPACE}\n", append=True)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 ["containerd", "--config", str(self.config_path)],
@@ -207,17 +229,24 @@ class PrivateContainerd:
         return info
 
     def track_cgroup(self, relative: str) -> None:
-        """Remember a cgroup (e.g. a pod's parent) for ``cleanup()`` to remove when empty."""
-        with (self.base / CGROUPS_FILE).open("a") as f:  # a file, so reclaim() sees it too
-            f.write(relative + "\n")
+        """Declare a cgroup the rig is about to make (e.g. a pod's parent), before it exists.
+
+        ``cleanup()`` kills what runs in it and removes it; of its ancestors, only those that
+        do not exist yet (the rig makes them too) are removed, when empty. In files under the
+        base, so that ``reclaim()`` knows them too.
+        """
+        clean = host.clean_cgroup(relative)
+        if clean is None:
+            raise RigError(f"not a cgroup path: {relative!r}")
+        if made := host.missing_ancestors(clean):
+            lines = "".join(f"{m}\n" for m in made)
+            _write_private(self.base / MADE_PARENTS_FILE, lines, append=True)
+        _write_private(self.base / CGROUPS_FILE, clean + "\n", append=True)
 
     @property
     def tracked_cgroups(self) -> set[str]:
         """The cgroups given to ``track_cgroup`` (by this or an earlier owner of the dir)."""
-        try:
-            return set((self.base / CGROUPS_FILE).read_text().split())
-        except OSError:
-            return set()
+        return _read_cgroups(self.base / CGROUPS_FILE)
 
     # -- clean-up ---------------------------------------------------------------------------
 
@@ -243,19 +272,22 @@ class PrivateContainerd:
         if self.running:
             step("remove pods via CRI", self._remove_pods_via_cri)
         step("stop containerd", self.stop)
-        leftovers = self._runc_containers()
+        cgroups = self._our_cgroups(self._runc_containers())
         shim_sockets = self._shim_sockets()
-        step("kill shims and containers", self._kill_leftovers, leftovers)
+        step("kill shims and containers", self._kill_leftovers, cgroups)
         for sock in shim_sockets:
-            step(f"remove {sock}", lambda p: p.unlink(missing_ok=True), sock)
+            step(f"remove {sock}", _remove_socket, sock)
         for directory in self._created_run_dirs:
             with contextlib.suppress(OSError):  # not empty: someone else's shims use it
                 directory.rmdir()
         step("unmount", host.unmount_all, self.base)
-        cgroups = {c.cgroup for c in leftovers if c.cgroup} | self.tracked_cgroups
-        for cgroup in sorted(cgroups, key=len, reverse=True):
-            step(f"remove cgroup {cgroup}", host.remove_cgroup, cgroup)
-        if self.base.exists() and not host.mounts_under(self.base):  # never rm through a mount
+        for cgroup in sorted(cgroups, key=len, reverse=True):  # its parents: only made ones
+            step(f"remove cgroup {cgroup}", host.remove_cgroup, cgroup, cgroup)
+        made = _read_cgroups(self.base / MADE_PARENTS_FILE)
+        for cgroup in sorted(made, key=lambda c: c.count("/"), reverse=True):
+            step(f"remove cgroup {cgroup}", host.remove_empty_cgroup, cgroup)
+        # never rm through a mount; rmtree refuses a symlink and follows none below
+        if self.base.exists() and not host.mounts_under(self.base):
             step("remove base dir", shutil.rmtree, self.base)
         self._cleaned = True
         if failures:
@@ -269,49 +301,81 @@ class PrivateContainerd:
 
     def _runc_containers(self) -> list[_RuncContainer]:
         found = []
-        for state in (self.base / "runc").glob("*/*/state.json"):
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                data = json.loads(state.read_text())
-                cgroup = (data.get("config") or {}).get("cgroups", {}).get("path")
+        for namespace, container_id in _subdirs2(self.base / "runc"):
+            state = self.base / "runc" / namespace / container_id / "state.json"
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                cgroup = json.loads(_read_private(state))["config"]["cgroups"].get("path")
                 found.append(_RuncContainer(
-                    id=data["id"], pid=int(data["init_process_pid"]),
-                    start_time=data.get("init_process_start"), cgroup=cgroup or None,
+                    namespace, container_id, cgroup if isinstance(cgroup, str) else None,
                 ))  # fmt: skip
         return found
 
-    def _shim_sockets(self) -> list[Path]:
-        """The shims' sockets (outside the base dir: ``/run/containerd/s/<hash>``)."""
-        sockets = []
-        for address in (self.base / "state").glob("io.containerd.runtime.v2.task/*/*/address"):
-            with contextlib.suppress(OSError):
-                path = Path(address.read_text().strip().removeprefix("unix://"))
-                if path.is_relative_to(SHIM_SOCKET_DIRS[0]):
-                    sockets.append(path)
-        return sockets
+    def _our_cgroups(self, containers: list[_RuncContainer]) -> set[str]:
+        """The cgroups clean-up kills in and removes: those tracked, and the containers' ones
+        below them or at containerd's default ``/<namespace>/<id>`` (derived from the names
+        of our own runc dirs). Any other cgroup a ``state.json`` names is refused."""
+        tracked = self.tracked_cgroups
+        ours = set(tracked)
+        for container in containers:
+            if container.cgroup is None:
+                continue
+            clean = host.clean_cgroup(container.cgroup)
+            default = f"/{container.namespace}/{container.id}"
+            if clean is not None and (
+                clean == default or any(host.cgroup_under(clean, t) for t in tracked)
+            ):
+                ours.add(clean)
+            else:
+                log.warning(
+                    "%s: leaving cgroup %r of container %s alone: not one the rig made",
+                    self.base, container.cgroup, container.id,
+                )  # fmt: skip
+        return ours
 
-    def _kill_leftovers(self, leftovers: list[_RuncContainer]) -> None:
-        # a containerd started on this base dir by an earlier (crashed) owner: kill it first
-        ours = ["containerd", "--config", str(self.config_path)]
-        victims = {pid for pid in host.pids() if host.cmdline(pid) == ours}
-        host.kill(victims)
-        shims = host.shims_of(self.address)
-        host.kill(shims)
-        victims |= set(shims)
-        for container in leftovers:
-            started = host.start_time(container.pid)
-            if container.start_time in (None, started):  # not a reused pid
-                victims.add(container.pid)
-        for cgroup in {c.cgroup for c in leftovers if c.cgroup} | self.tracked_cgroups:
-            victims |= host.cgroup_procs(cgroup)
-        host.kill(victims)
+    def _shim_sockets(self) -> list[Path]:
+        """Our shims' sockets (outside the base dir: ``/run/containerd/s/<hash>``).
+
+        Derived as containerd names them, sha256 of ``<address>/<namespace>/<id>`` for each
+        task under the base, never read from its ``address`` file: a file can name any path.
+        """
+        tasks = self.base / "state" / "io.containerd.runtime.v2.task"
+        return [
+            SHIM_SOCKET_DIRS[0] / hashlib.sha256(f"{self.address}/{ns}/{cid}".encode()).hexdigest()
+            for ns, cid in _subdirs2(tasks)
+        ]
+
+    def _kill_leftovers(self, cgroups: set[str]) -> None:
+        """SIGKILL what is tied to this base: a containerd on its config and shims on its
+        socket (command lines, run as us), what the shims run (their descendants: they are the
+        containers' subreaper), and whatever is in ``cgroups``."""
+        config = ["containerd", "--config", str(self.config_path)]
+        ctrd = host.identify(
+            p for p in host.pids() if host.cmdline(p) == config and host.runs_as_us(p)
+        )
+        host.kill_identified(ctrd)  # first: a live containerd would start shims anew
+        shims = host.identify(host.shims_of(self.address))
+        victims = {
+            **shims,
+            **host.identify(host.descendants(shims)),
+            **host.identify(pid for cgroup in cgroups for pid in host.cgroup_procs(cgroup)),
+        }
+        host.kill_identified(victims)
+        victims |= ctrd
         host.wait_until(
-            "our shims and containers to die",
-            lambda: not any(host.alive(p) for p in victims), STOP_TIMEOUT,
+            "our containerd, shims and containers to die",
+            lambda: not any(
+                host.alive(p) and host.start_time(p) == t for p, t in victims.items()
+            ), STOP_TIMEOUT,
         )  # fmt: skip
 
     @classmethod
     def reclaim(cls, base: Path) -> None:
-        """Clean up the base dir of a rig whose owner died before its own clean-up ran."""
+        """Clean up the base dir of a rig whose owner died before its own clean-up ran.
+
+        Raises:
+            RigError: ``base`` is not a rig dir of ours (see ``untrusted_reason``), or the
+                clean-up was incomplete.
+        """
         cls(base).cleanup()
 
     def _atexit(self) -> None:
@@ -341,16 +405,159 @@ class PrivateContainerd:
 def reclaim_stale(parent: Path = Path("/tmp")) -> list[Path]:
     """Clean up rigs under ``parent`` whose owning process is gone (e.g. a SIGKILLed pytest).
 
-    Rigs of live processes (a concurrent test session) are left alone; so are dirs without an
-    owner record. Returns the base dirs reclaimed.
+    Only dirs the rig provably made are considered (``untrusted_reason``): any other
+    ``wsw-*`` dir, which anyone may make in /tmp, is left alone with a warning. Rigs of live
+    processes (a concurrent test session) are left alone too. Returns the base dirs reclaimed.
     """
+    parent = parent.resolve()
+    if reason := _unsafe_parent(parent):
+        log.warning("not reclaiming rigs in %s: %s", parent, reason)
+        return []
     reclaimed = []
-    for base in sorted(parent.glob(f"{BASE_PREFIX}*")):
-        try:
-            owner = (base / OWNER_FILE).read_text()
-        except OSError:
+    for name in sorted(os.listdir(parent)):
+        if not name.startswith(BASE_PREFIX):
             continue
-        if not host.owner_alive(owner):
+        base = parent / name
+        if reason := untrusted_reason(base):
+            log.warning("leaving %s alone, not a rig dir of ours: %s", base, reason)
+            continue
+        try:
+            alive = host.owner_alive(_read_private(base / OWNER_FILE))
+        except (OSError, ValueError) as exc:
+            log.warning("leaving %s alone: no owner record (%s)", base, exc)
+            continue
+        if not alive:
             PrivateContainerd.reclaim(base)
             reclaimed.append(base)
     return reclaimed
+
+
+def untrusted_reason(base: Path) -> str | None:
+    """Why ``base`` is not provably a rig dir this rig made as us; None when it is one.
+
+    Proof: a directory (not a symlink to one) of our euid with mode 0700, so nobody else can
+    have written into it, holding the marker written when the rig made it, which names this
+    very directory (path, device, inode): a marker copied into another dir does not count.
+    """
+    try:
+        st = os.lstat(base)
+    except OSError as exc:
+        return f"cannot stat it ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "a symlink"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not by us ({os.geteuid()})"
+    if stat.S_IMODE(st.st_mode) != BASE_MODE:
+        return f"mode {stat.S_IMODE(st.st_mode):04o}, not {BASE_MODE:04o}"
+    try:
+        marker = json.loads(_read_private(base / MARKER_FILE))
+    except (OSError, ValueError) as exc:
+        return f"no rig marker ({exc})"
+    mine = {"kind": MARKER_KIND, "path": str(base), "dev": st.st_dev, "ino": st.st_ino}
+    if not isinstance(marker, dict) or any(marker.get(k) != v for k, v in mine.items()):
+        return "its marker was not written for this directory"
+    return None
+
+
+def _own_base(base: Path | None) -> Path:
+    """The base dir: made now (mode 0700, a marker), or an existing rig dir of ours."""
+    if base is None:
+        # a real path: the marker names it as reclaim_stale() (resolving its parent) sees it
+        return _mark(Path(tempfile.mkdtemp(prefix=BASE_PREFIX, dir=os.path.realpath("/tmp"))))
+    if base.name in ("", ".."):
+        raise RigError(f"not a base dir path: {base}")
+    base = base.parent.resolve() / base.name  # the dir itself is checked, not followed
+    base.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        base.mkdir(mode=BASE_MODE)
+    except FileExistsError:
+        if reason := untrusted_reason(base):
+            raise RigError(f"{base} exists and is not a rig dir of ours: {reason}") from None
+        return base
+    return _mark(base)
+
+
+def _mark(base: Path) -> Path:
+    """Make the fresh dir ``base`` provably the rig's: 0700 whatever the umask, a marker."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():  # swapped for another's since our mkdir
+            raise RigError(f"{base} is not ours (uid {st.st_uid})")
+        os.fchmod(fd, BASE_MODE)
+    finally:
+        os.close(fd)
+    marker = {
+        "kind": MARKER_KIND, "path": str(base), "dev": st.st_dev, "ino": st.st_ino,
+        "created": time.time(), "creator": host.owner_record(),
+    }  # fmt: skip
+    _write_private(base / MARKER_FILE, json.dumps(marker), exclusive=True)
+    return base
+
+
+def _unsafe_parent(parent: Path) -> str | None:
+    # others able to rename entries of ``parent`` could swap a checked rig dir for their own
+    st = os.stat(parent)
+    if st.st_uid not in (0, os.geteuid()):
+        return f"owned by uid {st.st_uid}"
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        return "writable by others, without the sticky bit"
+    return None
+
+
+def _write_private(path: Path, text: str, *, append: bool = False, exclusive: bool = False) -> None:
+    # never through a symlink; 0600
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+    flags |= os.O_APPEND if append else os.O_EXCL if exclusive else os.O_TRUNC
+    with os.fdopen(os.open(path, flags, 0o600), "w") as f:
+        f.write(text)
+
+
+def _read_private(path: Path) -> str:
+    # a regular file, not through a symlink (O_NONBLOCK: a FIFO must not hang the clean-up)
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)) as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"not a regular file: {path}")
+        return f.read()
+
+
+def _read_cgroups(path: Path) -> set[str]:
+    # a cgroups record of the rig: one path per line; anything unclean is refused
+    try:
+        lines = _read_private(path).split()
+    except FileNotFoundError:
+        return set()
+    except OSError as exc:  # e.g. a symlink: not a record of ours
+        log.warning("%s: refusing the record: %s", path, exc)
+        return set()
+    found = set()
+    for line in lines:
+        if (clean := host.clean_cgroup(line)) is not None:
+            found.add(clean)
+        else:
+            log.warning("%s: refusing %r: not a cgroup path", path, line)
+    return found
+
+
+def _subdirs2(root: Path) -> list[tuple[str, str]]:
+    """``(a, b)`` for each directory ``root/a/b`` (``*/*``), symlinks not followed."""
+    found = []
+    with contextlib.suppress(OSError):
+        for first in os.scandir(root):
+            if first.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    for second in os.scandir(first.path):
+                        if second.is_dir(follow_symlinks=False):
+                            found.append((first.name, second.name))
+    return found
+
+
+def _remove_socket(path: Path) -> None:
+    # a shim's socket: unlinked only if it is one, in the shims' dir (not through a symlink)
+    if not host.within(path, SHIM_SOCKET_DIRS[0]):
+        raise RigError(f"not in {SHIM_SOCKET_DIRS[0]}: {path}")
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            path.unlink()

@@ -2,12 +2,16 @@
 
 Everything here reads ``/proc`` and ``/sys`` directly, on purpose: the clean-up must work when
 containerd is dead or wedged, and must never touch anything outside the rig's own base dir,
-socket and pods.
+socket and pods. The rig runs as root and some of what it acts on is named in files: so a
+process is signalled only while it is provably the one identified (uid, start time, a pidfd),
+a cgroup path is clean (no ``..``) and no mount point, cgroup or socket is reached through a
+symlink.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import re
@@ -16,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from .errors import RigError
@@ -98,6 +102,49 @@ def start_time(pid: int) -> int | None:
     return int(stat.rpartition(")")[2].split()[19])
 
 
+def parent_pid(pid: int) -> int | None:
+    """Field 4 of ``/proc/PID/stat``, or None when ``pid`` is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def descendants(roots: Iterable[int]) -> set[int]:
+    """Every process below ``roots`` in the process tree (one snapshot of ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for pid in pids():
+        ppid = parent_pid(pid)
+        if ppid is not None:
+            children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def runs_as_us(pid: int) -> bool:
+    """Whether ``pid``'s real and effective uid are our effective uid.
+
+    Anyone can give a process any argv: a command line ties a process to the rig only when
+    the process also runs as the rig (a setuid binary exec'd by a user has another real uid).
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("Uid:"):
+            real, effective = (int(u) for u in line.split()[1:3])
+            return real == effective == os.geteuid()
+    return False
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` exists and is not a zombie."""
     try:
@@ -119,11 +166,11 @@ def owner_record() -> str:
 
 
 def shims_of(address: str) -> list[int]:
-    """The containerd shims started for the containerd listening on ``address``."""
+    """The containerd shims (run as us) started for the containerd listening on ``address``."""
     found = []
     for pid in pids():
         argv = cmdline(pid)
-        if argv and "containerd-shim" in Path(argv[0]).name:
+        if argv and "containerd-shim" in Path(argv[0]).name and runs_as_us(pid):
             with contextlib.suppress(ValueError, IndexError):
                 if argv[argv.index("-address") + 1] == address:
                     found.append(pid)
@@ -135,6 +182,37 @@ def kill(pid_list: Iterable[int], sig: int = signal.SIGKILL) -> None:
     for pid in pid_list:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def identify(pid_list: Iterable[int]) -> dict[int, int]:
+    """pid -> start time of each pid still there: what ``kill_identified`` signals."""
+    found = {pid: start_time(pid) for pid in pid_list}
+    return {pid: started for pid, started in found.items() if started is not None}
+
+
+def kill_identified(processes: Mapping[int, int], sig: int = signal.SIGKILL) -> None:
+    """Signal each process of ``identify()`` only if it still is that process.
+
+    Between identifying a process and signalling it, it may exit and its pid go to another:
+    a pidfd pins the process, the start time read after opening it tells it is the same one.
+    """
+    for pid, started in processes.items():
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        except OSError:  # no pidfds here (ENOSYS): checked just before, as close as it gets
+            with contextlib.suppress(ProcessLookupError):
+                if start_time(pid) == started:
+                    os.kill(pid, sig)
+            continue
+        try:
+            if start_time(pid) == started:
+                signal.pidfd_send_signal(pidfd, sig)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(pidfd)
 
 
 # -- mounts ------------------------------------------------------------------------------
@@ -158,17 +236,33 @@ def mounts_under(base: Path) -> list[str]:
     return sorted(ordered, key=lambda p: p.count("/"), reverse=True)
 
 
+MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 def unmount_all(base: Path, attempts: int = 5) -> None:
-    """Unmount everything under ``base`` (deepest first; lazy unmount as a fallback)."""
+    """Unmount everything under ``base`` (deepest first; lazy unmount as a fallback).
+
+    umount(8) canonicalises its argument (follows symlinks): umount2 with ``UMOUNT_NOFOLLOW``
+    on a point whose real path is the point itself, inside ``base``, cannot reach elsewhere.
+    """
     for attempt in range(attempts):
-        points = mounts_under(base)
+        points = [p for p in mounts_under(base) if within(Path(p), base)]
         if not points:
-            return
+            break
         for point in points:
-            args = ["umount", point] if attempt == 0 else ["umount", "-l", point]
-            subprocess.run(args, capture_output=True, check=False)
+            flags = UMOUNT_NOFOLLOW | (MNT_DETACH if attempt else 0)
+            _libc.umount2(point.encode(), flags)  # failures: the next round, then the raise
     if left := mounts_under(base):
         raise RigError(f"could not unmount: {left}")
+
+
+def within(path: Path, base: Path) -> bool:
+    """Whether ``path`` is ``base`` or below it, with no symlink on the way (so no path that
+    only looks inside, ``base/../etc`` or ``base/link/...``, passes). ``base`` must be real."""
+    real = os.path.realpath(path)
+    return real == os.path.normpath(path) and Path(real).is_relative_to(base)
 
 
 # -- cgroups -----------------------------------------------------------------------------
@@ -184,11 +278,47 @@ def cgroup_roots() -> list[Path]:
     return sorted(set(roots))
 
 
+def clean_cgroup(relative: str) -> str | None:
+    """``relative`` as an absolute cgroup path below the root, or None if it is not one.
+
+    Paths come from files (runc's state, the rig's records): no ``..``, ``.``, empty part or
+    NUL may take a path joined below a hierarchy's root elsewhere, and a root itself is never
+    a cgroup of the rig.
+    """
+    parts = relative.strip("/").split("/")
+    if not relative.startswith("/") or "\0" in relative or parts == [""]:
+        return None
+    if any(part in ("", ".", "..") for part in parts):
+        return None
+    return "/" + "/".join(parts)
+
+
+def cgroup_under(path: str, parent: str) -> bool:
+    """Whether clean cgroup path ``path`` is ``parent`` or below it."""
+    return path == parent or path.startswith(parent + "/")
+
+
+def _cgroup_dirs(relative: str) -> Iterator[tuple[Path, Path]]:
+    # (root, directory of cgroup ``relative`` in it) per hierarchy: a path that is not clean
+    # is refused; a directory reached through a symlink is skipped (it is not the cgroup)
+    clean = clean_cgroup(relative)
+    if clean is None:
+        raise RigError(f"not a cgroup path: {relative!r}")
+    for root in cgroup_roots():
+        directory = root / clean.lstrip("/")
+        if within(directory, root):
+            yield root, directory
+
+
+def cgroup_exists(relative: str) -> bool:
+    """Whether cgroup ``relative`` exists in any hierarchy."""
+    return any(directory.is_dir() for _, directory in _cgroup_dirs(relative))
+
+
 def cgroup_procs(relative: str) -> set[int]:
     """Pids in cgroup ``relative`` (e.g. ``/kubepods/besteffort/pod<uid>``), any hierarchy."""
     found: set[int] = set()
-    for root in cgroup_roots():
-        directory = root / relative.lstrip("/")
+    for _, directory in _cgroup_dirs(relative):
         for dirpath, _, _ in os.walk(directory):
             with contextlib.suppress(OSError):
                 found |= {int(p) for p in (Path(dirpath) / "cgroup.procs").read_text().split()}
@@ -201,18 +331,36 @@ def remove_cgroup(relative: str, keep_parents_of: str = "/") -> None:
     Parents are removed up to (not including) ``keep_parents_of``'s depth: only the
     ``/kubepods/...`` or ``/k8s.io`` levels the rig's pods caused to exist, and only when empty
     (rmdir of a cgroup with children or processes fails with EBUSY: nothing else is touched).
+    ``keep_parents_of=relative`` removes no parent.
     """
     stop = len(Path(keep_parents_of).parts)
-    for root in cgroup_roots():
-        directory = root / relative.lstrip("/")
+    for root, directory in _cgroup_dirs(relative):
         if directory.is_dir():
             for dirpath, _, _ in os.walk(directory, topdown=False):  # leaves first
                 _rmdir(Path(dirpath))
-        rel = Path(relative)
+        rel = Path("/") / directory.relative_to(root)
         while len(rel.parts) > stop:
             rel = rel.parent
             if len(rel.parts) <= stop or not _rmdir(root / str(rel).lstrip("/")):
                 break
+
+
+def remove_empty_cgroup(relative: str) -> None:
+    """rmdir cgroup ``relative`` (only it) in every hierarchy where it is empty: a parent the
+    rig made, which another rig's pods may still use (rmdir then fails: left alone)."""
+    for _, directory in _cgroup_dirs(relative):
+        _rmdir(directory)
+
+
+def missing_ancestors(relative: str) -> list[str]:
+    """The strict ancestors of cgroup ``relative`` that exist in no hierarchy yet: whoever
+    creates ``relative`` creates them too."""
+    clean = clean_cgroup(relative)
+    if clean is None:
+        raise RigError(f"not a cgroup path: {relative!r}")
+    parts = clean.strip("/").split("/")
+    ancestors = ["/" + "/".join(parts[:n]) for n in range(1, len(parts))]
+    return [a for a in ancestors if not cgroup_exists(a)]
 
 
 def _rmdir(path: Path) -> bool:
