@@ -232,7 +232,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         " ID",
     )
     inspect.add_argument("instance_id", metavar="ID", type=_instance_id)
-    command(Command.DEMO, "a private containerd, some workspace pods, the watcher live (root)")
+    demo = command(
+        Command.DEMO, "a private containerd, some workspace pods, the watcher live (root)"
+    )
+    demo.epilog = (
+        "Leaves the node as it found it, but for packages: containerd, runc and "
+        "busybox-static are installed with apt-get when missing (before the story, a minute "
+        "or two) and stay installed (it prints the apt-get purge line that removes them); "
+        "the distribution's containerd.service is neither started nor enabled by that "
+        "install. Its pods' cgroups live under a parent of its own, /ws-watcher-demo-<random>, "
+        "never under a kubelet's /kubepods; containerd, pods, mounts and cgroups are removed "
+        "at the end, also on Ctrl-C."
+    )
     return parser
 
 

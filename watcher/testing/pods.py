@@ -10,6 +10,10 @@ Synopsis::
     pods.remove_pod(pod)                          # Stop/RemoveContainer, Stop/RemovePodSandbox
     pods.remove_all()                             # whatever is left (a fixture's teardown)
 
+Pod cgroups go under ``/kubepods/besteffort/pod<uid>`` as on a kubelet's node (the tests and
+the watcher's cgroup paths expect that); ``Pods(ctrd, cgroup_parent_prefix="/mine")`` puts
+them under ``/mine/pod<uid>`` instead: on a node whose kubelet owns ``/kubepods`` (the demo).
+
 Why emulate the kubelet instead of starting containers with ctr: the watcher reads exactly
 what the CRI plugin writes (sandbox vs. container labels, ``io.cri-containerd.kind``, cgroup
 paths under the pod's cgroup parent, CRI metadata extensions); only real CRI calls produce it.
@@ -21,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 
 from containerd_protos.cri.runtime.v1 import api_pb2 as cri
@@ -72,8 +76,15 @@ class Pod:
 class Pods:
     """Creates and removes kubelet-style pods on ``ctrd``; remembers them for ``remove_all``."""
 
-    def __init__(self, ctrd: PrivateContainerd) -> None:
+    def __init__(
+        self, ctrd: PrivateContainerd, *, cgroup_parent_prefix: str = KUBEPODS_PARENT
+    ) -> None:
+        # an absolute cgroupfs path without ".." (it is joined below every hierarchy's root)
+        parts = PurePosixPath(cgroup_parent_prefix).parts
+        if not cgroup_parent_prefix.startswith("/") or len(parts) < 2 or ".." in parts:
+            raise RigError(f"not a cgroup parent for pods: {cgroup_parent_prefix!r}")
         self.ctrd = ctrd
+        self.cgroup_parent_prefix = cgroup_parent_prefix.rstrip("/")
         self.cri = CRIClient(ctrd.address)
         self._pods: dict[str, Pod] = {}  # by uid
 
@@ -95,12 +106,15 @@ class Pods:
     ) -> Pod:
         """RunPodSandbox, then CreateContainer + StartContainer for each container.
 
+        With ``cgroup_parent`` the pod's cgroup is ``<cgroup_parent_prefix>/pod<uid>``; without,
+        the pod has none and containerd puts each container under ``/k8s.io/<id>``.
+
         Raises:
             CRIError: a CRI call failed (the half-made pod is removed first).
         """
         uid = uid or str(uuid.uuid4())
         specs = {spec.name: spec for spec in containers}
-        parent = f"{KUBEPODS_PARENT}/pod{uid}" if cgroup_parent else None
+        parent = f"{self.cgroup_parent_prefix}/pod{uid}" if cgroup_parent else None
         log_dir = self.ctrd.pods_dir / f"{namespace}_{name}_{uid}"
         for spec in specs.values():  # the kubelet creates them before CreateContainer
             (log_dir / spec.name).mkdir(parents=True, exist_ok=True)
@@ -199,7 +213,8 @@ class Pods:
         self._ignore_missing(self.cri.stop_pod_sandbox, pod.sandbox_id)
         self._ignore_missing(self.cri.remove_pod_sandbox, pod.sandbox_id)
         if pod.cgroup_parent:
-            host.remove_cgroup(pod.cgroup_parent, keep_parents_of=KUBEPODS_PARENT)
+            # the prefix stays: other pods may live there (whoever chose it removes it)
+            host.remove_cgroup(pod.cgroup_parent, keep_parents_of=self.cgroup_parent_prefix)
         self._pods.pop(pod.uid, None)
 
     def remove_all(self) -> None:
