@@ -422,8 +422,12 @@ def _envelope(pb: event_pb2.Envelope, *, ts: float) -> Envelope:
 
 def _event(msg: Message, *, ts: float, at: float | None) -> Event | None:
     match msg:
-        case container_pb2.ContainerCreate() | container_pb2.ContainerUpdate():
+        case container_pb2.ContainerCreate():
             return ContainerChanged(ts=ts, container_id=ContainerId(msg.id))
+        case container_pb2.ContainerUpdate():
+            return ContainerChanged(
+                ts=ts, container_id=ContainerId(msg.id), labels=_interned(msg.labels)
+            )
         case container_pb2.ContainerDelete():
             return ContainerDeleted(ts=ts, container_id=ContainerId(msg.id))
         case task_pb2.TaskCreate():

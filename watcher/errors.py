@@ -16,6 +16,11 @@ class UsageError(WatcherError):
     """The caller asked for something impossible (bad input, wrong configuration)."""
 
 
+class ReadOnlyViolation(UsageError):
+    """The client was asked for an RPC outside its read-only allow-list (`ALLOWED_RPCS` in
+    `watcher.client`): refused before anything was sent, so containerd never saw it."""
+
+
 class ConnectError(WatcherError):
     """containerd cannot be reached at the configured address.
 

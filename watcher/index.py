@@ -235,6 +235,14 @@ class Index:
         facts = self._facts.get(ContainerId(container_id))
         return None if facts is None else facts.record
 
+    def _known_labels(self, cid: ContainerId) -> Mapping[str, str] | None:
+        """The labels of the container's record, sandbox or app container; None if unknown."""
+        sandbox = self._pods.sandboxes.get(SandboxId(cid))
+        if sandbox is not None:
+            return sandbox.record.labels
+        record = self.container_record(cid)
+        return None if record is None else record.labels
+
     # --- the one mutator -------------------------------------------------------------------
 
     def apply(self, event: Event) -> list[WorkspaceChange]:
@@ -248,8 +256,17 @@ class Index:
     # --- handlers --------------------------------------------------------------------------
 
     def _on_container_changed(self, event: ContainerChanged) -> list[WorkspaceChange]:
-        if event.container_id not in self._tombstones:
-            self._needs.append(NeedRecord(container_id=event.container_id))
+        cid = event.container_id
+        if cid in self._tombstones:
+            return []
+        labels = event.labels
+        if labels is not None:  # an update: its labels say what the container is
+            if not self.is_candidate(labels):
+                return self._ignore(cid, event.ts)
+            known = self._known_labels(cid)
+            if known is not None and known == labels:
+                return []  # what CRI updates (status, network) is nothing the index shows
+        self._needs.append(NeedRecord(container_id=cid))
         return []
 
     def _on_log_checked(self, event: LogChecked) -> list[WorkspaceChange]:

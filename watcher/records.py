@@ -273,12 +273,14 @@ class LogChecked:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerChanged:
-    """/containers/create or /containers/update. The event carries no labels: the index
-    asks for the record (`NeedRecord`), the shell Gets it and feeds a `ContainerSeen` (or
-    nothing when the Get answers NotFound because the container is already gone)."""
+    """/containers/create (`labels` None: the event carries none) or /containers/update
+    (with the container's labels). The index asks for the record (`NeedRecord`) unless the
+    labels already say it does not matter or are those it knows; the shell Gets it and feeds
+    a `ContainerSeen` (or nothing when containerd answers NotFound: already gone)."""
 
     ts: float
     container_id: ContainerId
+    labels: Mapping[str, str] | None = None
 
 
 Event = (

@@ -188,12 +188,13 @@ async def test_unknown_type_and_garbage_yield_envelopes_without_event(
 ) -> None:
     async with client.subscribe() as events:
         await subscribed(fake)
-        fake.publish_unknown(topic="/fake/thing", type_url="containerd.events.FromTheFuture")
+        fake.publish_unknown(topic="/images/thing", type_url="containerd.events.NotSubscribed")
+        fake.publish_unknown(topic="/tasks/thing", type_url="containerd.events.FromTheFuture")
         fake.publish_garbage()  # TaskCreate type URL, truncated bytes
         fake.publish("/tasks/create", task_events.TaskCreate(container_id="c2", pid=8))
         unknown = await next_envelope(events)
-        assert (unknown.topic, unknown.type_name, unknown.event) == (
-            "/fake/thing",
+        assert (unknown.topic, unknown.type_name, unknown.event) == (  # /images/ filtered out
+            "/tasks/thing",
             "containerd.events.FromTheFuture",
             None,
         )

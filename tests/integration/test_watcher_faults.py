@@ -439,8 +439,9 @@ async def test_unknown_type_url(
     fake: FakeContainerd, caplog_warnings: pytest.LogCaptureFixture
 ) -> None:
     async with watching(fake) as wd:
-        for _ in range(3):
-            fake.publish_unknown(type_url="containerd.events.FromTheFuture")
+        for _ in range(3):  # a newer containerd, on a topic the watcher subscribes to
+            fake.publish_unknown(topic="/tasks/future", type_url="containerd.events.FromTheFuture")
+        fake.publish_unknown(topic="/fake/unknown", type_url="containerd.events.NotForUs")
         a = workspace_pod(fake, "inst-a")
         await wd.wait(running(wd.w, "inst-a"))
         assert_consistent(wd.w, fake, {"inst-a": a})

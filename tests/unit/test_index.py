@@ -1029,3 +1029,21 @@ def test_a_failed_lookup_is_asked_again_and_a_new_connection_asks_anew() -> None
     # a safety relist beside the stream (since given) waits for the answer on its way
     index.apply(relisted([sandbox("sb-1"), container("c-1")], [task("c-1")], since=index.mark()))
     assert index.take_needs() == [] and index.unresolved() == ["c-1"]
+
+
+def test_an_update_with_the_known_labels_or_no_candidates_asks_for_nothing() -> None:
+    index = Index()
+    feed(index, [seen(sandbox("sb-1")), seen(container("c-1"))])
+    index.take_needs()
+    for rec in (sandbox("sb-1"), container("c-1")):  # CRI updates status, network: no Get
+        index.apply(ContainerChanged(ts=2.0, container_id=rec.id, labels=rec.labels))
+    assert index.take_needs() == []
+    # another pod's container: its labels say it does not matter
+    other = container("c-9", name="nginx")
+    assert index.apply(ContainerChanged(ts=2.0, container_id=other.id, labels=other.labels)) == []
+    assert index.take_needs() == []
+    assert feed(index, [created("c-9"), started("c-9")]) == [] and "c-9" not in index._facts
+    # labels that differ from the known ones: the record is asked for again
+    changed = {**container("c-1").labels, "io.kubernetes.pod.name": "renamed"}
+    index.apply(ContainerChanged(ts=3.0, container_id=ContainerId("c-1"), labels=changed))
+    assert index.take_needs() == [NeedRecord(container_id=ContainerId("c-1"))]

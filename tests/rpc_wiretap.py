@@ -1,0 +1,145 @@
+"""A wiretap between the watcher and a real containerd: what was sent, seen from the socket.
+
+Why a proxy, not a hook in the client: the read-only proof must not rely on the code it
+proves. The watcher (a library call in this process, or a `ws-watcher` subprocess) is pointed
+at the tap's socket; the tap forwards every call, whatever its method, byte for byte to
+containerd and records its full method name and `containerd-namespace`. So a call that got
+round the client's allow-list (another channel, a raw socket) would be recorded all the same,
+and containerd answers exactly as it would without the tap. Only the watcher's calls pass
+through it: the rig's own CRI and `ctr` calls go to containerd directly.
+
+Synopsis::
+
+    with Wiretap(containerd.address, sockdir) as tap:
+        async with open_watcher(tap.address) as w:
+            ...
+        assert tap.methods() <= ALLOWED_RPCS
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+NAMESPACE_METADATA = "containerd-namespace"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: each live stream (Subscribe) holds one worker for its life
+MAX_WORKERS = 64
+#: a deadline further away than this is "none" (grpc reports no deadline as a huge one)
+_NO_DEADLINE = 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class TappedCall:
+    """One call that reached the tap: full method name, `containerd-namespace` (or None)."""
+
+    method: str
+    namespace: str | None
+
+
+class Wiretap:
+    """A transparent gRPC proxy on a unix socket in `directory`, forwarding to `upstream`."""
+
+    def __init__(self, upstream: str, directory: str, name: str = "tap.sock") -> None:
+        self.address = os.path.join(directory, name)
+        self._lock = threading.Lock()
+        self._calls: list[TappedCall] = []
+        self._upstream = grpc.insecure_channel(
+            f"unix://{upstream}",
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.enable_retries", 0),
+                # containerd may be restarted by a test: reconnect as fast as the watcher does
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 500),
+            ],
+        )
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="wiretap"),
+            handlers=[_Forward(self)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        self._server.add_insecure_port(f"unix://{self.address}")
+
+    def start(self) -> Wiretap:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(grace=None).wait()
+        self._upstream.close()
+        if os.path.exists(self.address):
+            os.unlink(self.address)
+
+    def __enter__(self) -> Wiretap:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def calls(self) -> list[TappedCall]:
+        with self._lock:
+            return list(self._calls)
+
+    def methods(self) -> set[str]:
+        return {c.method for c in self.calls()}
+
+    def count(self, method: str) -> int:
+        return sum(c.method == method for c in self.calls())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+    def _record(self, call: TappedCall) -> None:
+        with self._lock:
+            self._calls.append(call)
+
+
+class _Forward(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Every method, of whatever kind, as a bidirectional stream of raw bytes: on the wire a
+    unary call is a stream of one message each way, so one handler forwards them all."""
+
+    def __init__(self, tap: Wiretap) -> None:
+        self.tap = tap
+
+    def service(self, details: Any) -> Any:
+        method: str = details.method
+        metadata = tuple(
+            (k, v)
+            for k, v in details.invocation_metadata
+            if not k.startswith((":", "grpc-")) and k != "user-agent"
+        )
+        namespace = next((str(v) for k, v in metadata if k == NAMESPACE_METADATA), None)
+        self.tap._record(TappedCall(method, namespace))
+        upstream = self.tap._upstream.stream_stream(method)  # no (de)serializers: bytes
+
+        def forward(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+            remaining = context.time_remaining()
+            timeout = remaining if remaining is not None and remaining < _NO_DEADLINE else None
+            call = upstream(requests, metadata=metadata, timeout=timeout)
+            context.add_callback(call.cancel)  # the caller left (or the call ended)
+            try:
+                yield from call
+            except grpc.RpcError as exc:
+                if context.is_active():
+                    context.abort(exc.code(), exc.details() or "")
+
+        return grpc.stream_stream_rpc_method_handler(forward)
