@@ -11,7 +11,12 @@ GIL with the thing that drives it:
 * ``probe ADDRESS``     an in-process watcher: ``T KIND CONTAINER_ID`` per change, stamped as
   `changes()` yields it (``T synced N`` after each sync);
 * ``fake DIR``          a FakeContainerd serving on DIR/fake.sock, driven by stdin commands
-  (see `_fake_main`); it answers each with one ``ok ...`` line.
+  (see `_fake_main`); it answers each with one ``ok ...`` line;
+* ``drive BASE ADDRESS`` the pod driver: makes and removes kubelet-style workspace pods over
+  CRI on the rig at BASE, one at a time or all at once (one thread each), driven by stdin
+  commands (see `_drive_main`); it reports each CRI request's time;
+* ``poll ADDRESS``      the polling peer: CRI ListContainers every second (the kubelet's PLEG
+  relist), ``T running CID`` / ``T removed CID`` when a listing shows the change.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
 now = time.monotonic
+DRIVE_CRI_TIMEOUT = 120.0  # per CRI call of the pod driver, as the kubelet's default
 
 
 # --- statistics ---------------------------------------------------------------------------
@@ -128,6 +134,32 @@ def event_is(kind: str) -> Callable[[str], bool]:
 def watch_argv(address: str) -> list[str]:
     """The `ws-watcher watch` command line (the installed console script's module)."""
     return [sys.executable, "-m", "watcher", "watch", "--address", address]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` (all its threads, children excluded), from /proc/PID/stat;
+    NaN once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (a scan of /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                    ppid = int(f.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                found.append(int(entry))
+    return found
 
 
 def rss_bytes(pid: int) -> int:
@@ -256,6 +288,10 @@ def fake_server() -> Iterator[tuple[Lines, str]]:
 
 
 def _stamp_main(argv: list[str]) -> None:
+    import signal
+
+    # SIGTERM (`Lines.close`) must reach the stamped command too, not orphan it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, bufsize=1) as proc:
         assert proc.stdout is not None
         try:
@@ -265,6 +301,10 @@ def _stamp_main(argv: list[str]) -> None:
                 sys.stdout.flush()
         finally:
             proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:  # wedged: not left behind
+                proc.kill()
 
 
 def _probe_main(address: str) -> None:
@@ -334,6 +374,122 @@ def _fake_main(directory: str) -> None:
             print(f"ok {reply}", flush=True)
 
 
+class _RigView:
+    """What `Pods` uses of a `PrivateContainerd`, for a process that does not own the rig: a
+    second `PrivateContainerd` on the same base dir would claim it (its owner record) and
+    clean it up when this process exits."""
+
+    def __init__(self, base: Path, address: str) -> None:
+        self.base = base
+        self.address = address
+        self.pods_dir = base / "pods"
+
+    def track_cgroup(self, relative: str) -> None:
+        from watcher.testing.containerd import CGROUPS_FILE
+
+        with (self.base / CGROUPS_FILE).open("a") as f:  # the owner's cleanup() reads it
+            f.write(relative + "\n")
+
+
+def _drive_main(base: str, address: str) -> None:
+    """Commands: ``make BATCH N MODE`` (N workspace pods named ``BATCH-i``; MODE ``seq``: one
+    after the other, ``par``: all at once, one thread each); ``rm BATCH MODE`` (remove that
+    batch's pods); ``quit``. Each command is answered, once done, by ``req KIND CID T`` per pod
+    (KIND ``running`` for a make, T when RunPodSandbox was sent; ``removed`` for a rm, T when
+    StopContainer was sent), ``fail WHAT NAME ERROR`` per failed pod, then ``ok DONE FAILED``.
+    Nothing is printed while a command runs: output would only add noise to the burst."""
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import cast
+
+    from watcher.testing import CRIClient, Pod, Pods, PrivateContainerd, mk2_labels
+
+    pods = Pods(cast(PrivateContainerd, _RigView(Path(base), address)))
+    pods.cri.close()  # the kubelet's --runtime-request-timeout: 200 pods at once take ~60 s here
+    pods.cri = CRIClient(address, timeout=DRIVE_CRI_TIMEOUT)
+    batches: dict[str, list[Pod]] = {}
+
+    def each(fn: Callable[[Any], tuple[str, str]], items: Sequence[Any], mode: str) -> None:
+        if mode == "par":
+            with ThreadPoolExecutor(max(1, len(items))) as pool:
+                results = list(pool.map(fn, items))
+        else:
+            results = [fn(item) for item in items]
+        failed = [r for r in results if r[0] == "fail"]
+        for r in results:
+            print(r[1])
+        print(f"ok {len(results) - len(failed)} {len(failed)}", flush=True)
+
+    def make(name: str) -> tuple[str, str]:
+        at = now()
+        try:
+            pod = pods.run_pod(name, labels=mk2_labels(name, f"w-{name}", "owner"))
+        except Exception as exc:  # reported, not fatal: a burst may overload containerd
+            return "fail", f"fail make {name} {exc!r}".replace("\n", " ")
+        batches.setdefault(name.rpartition("-")[0], []).append(pod)
+        return "req", f"req running {pod.containers['workspace']} {at:.6f}"
+
+    def remove(pod: Pod) -> tuple[str, str]:
+        at = now()
+        try:
+            pods.remove_pod(pod)
+        except Exception as exc:
+            return "fail", f"fail rm {pod.name} {exc!r}".replace("\n", " ")
+        return "req", f"req removed {pod.containers['workspace']} {at:.6f}"
+
+    try:
+        for line in sys.stdin:
+            cmd, *args = line.split()
+            if cmd == "make":
+                batch, n, mode = args
+                each(make, [f"{batch}-{i}" for i in range(int(n))], mode)
+            elif cmd == "rm":
+                batch, mode = args
+                each(remove, batches.pop(batch, []), mode)
+            elif cmd == "quit":
+                return
+            else:
+                print(f"ok unknown command {cmd}", flush=True)
+    finally:
+        pods.remove_all()
+        pods.close()
+
+
+def _poll_main(address: str, interval: float = 1.0) -> None:
+    """Lists every `interval` seconds (on a fixed grid); ``T ready`` after the first listing."""
+    from containerd_protos.cri.runtime.v1 import api_pb2 as cri
+    from watcher.testing import CRIClient, CRIError
+
+    client = CRIClient(address)
+    running: set[str] = set()
+    known: set[str] = set()
+    tick = now()
+    first = True
+    while True:
+        try:
+            listed = [c for c in client.list_containers() if c.metadata.name == "workspace"]
+        except CRIError:  # a listing that failed (overload): the next one tells
+            listed = None
+        t = now()
+        if listed is not None:
+            out = []
+            ids = {c.id for c in listed}
+            for c in listed:
+                if c.state == cri.CONTAINER_RUNNING and c.id not in running:
+                    running.add(c.id)
+                    out.append(f"{t:.6f} running {c.id}")
+            for cid in known - ids:
+                running.discard(cid)
+                out.append(f"{t:.6f} removed {cid}")
+            known = ids
+            if first:
+                out.append(f"{t:.6f} ready")
+                first = False
+            if out:
+                print("\n".join(out), flush=True)
+        tick = max(tick + interval, now())  # a listing slower than the interval: next at once
+        time.sleep(max(0.0, tick - now()))
+
+
 def _write_mount_table(proc: Path, pods: list[Any]) -> None:
     """The mount table of a node running these workspaces: an overlay rootfs per task."""
     tasks = "/run/containerd/io.containerd.runtime.v2.task/k8s.io"
@@ -360,5 +516,9 @@ if __name__ == "__main__":
         _probe_main(rest[0])
     elif role == "fake":
         _fake_main(rest[0])
+    elif role == "drive":
+        _drive_main(rest[0], rest[1])
+    elif role == "poll":
+        _poll_main(rest[0])
     else:
         raise SystemExit(f"unknown role {role!r}")

@@ -30,9 +30,12 @@ MARKER_CMD = ("sh", "-c", "echo written-inside > /marker && exec sleep infinity"
 
 
 async def file_appears(path: Path) -> str:
-    # nothing announces a file written inside a container: poll the upper layer, bounded
+    """The first line written to `path` inside the container, once it is complete."""
+    # nothing announces a file written inside a container: poll the upper layer, bounded.
+    # `running` comes as the task is created, before its command runs: the file may not
+    # exist yet, or exist empty
     with trio.fail_after(WAIT):
-        while not path.exists():  # noqa: ASYNC110 (no event exists to await)
+        while not (path.exists() and path.read_text().endswith("\n")):  # noqa: ASYNC110
             await trio.sleep(0.01)
     return path.read_text()
 
