@@ -93,6 +93,10 @@ class Facts:
     settled: bool = False
     asked: bool = False
     touched: int = 0  # `Index.mark()` of the last input about it (see `Relisted.since`)
+    first_seen: float | None = None  # the shell's monotonic clock when its record came
+    # exited by inference (no task for long, a log file), not by containerd's word: a later
+    # sign of a live task revises it
+    inferred_exit: bool = False
 
     def learn(
         self,
@@ -109,6 +113,11 @@ class Facts:
         changed = False
         if phase > self.phase:
             self.phase = phase
+            changed = True
+        elif self.inferred_exit and phase == EXITED:
+            self.inferred_exit = False  # containerd says so now
+        elif self.inferred_exit and phase == ALIVE and pid:
+            self.phase, self.inferred_exit = ALIVE, False  # it was starting after all
             changed = True
         if pid:  # 0 means "not known" in containerd's messages
             if self.pid is None:
@@ -144,6 +153,13 @@ class Facts:
             )
         # created, running, paused, pausing; UNKNOWN (shim unreachable) too: a task exists
         return self.learn(phase=ALIVE, pid=task.pid)
+
+    def infer_exit(self) -> bool:
+        """Take a task-less container as exited (revised by a later sign of a live task)."""
+        if self.phase != NO_TASK:
+            return False
+        self.phase, self.inferred_exit = EXITED, True
+        return True
 
     def state(self) -> WorkspaceState:
         """The lifecycle step the container has reached: running once its task lives with a

@@ -273,7 +273,7 @@ class Index:
         facts = self._facts.get(event.container_id)
         if facts is None or facts.record is None or not event.exists:
             return []
-        if not facts.learn(phase=EXITED):
+        if not facts.infer_exit():  # it ran (CRI opened its log), and its task is gone
             return []
         return self._after_learning(event.container_id, facts, event.ts)
 
@@ -286,7 +286,7 @@ class Index:
         if kind == KIND_SANDBOX:
             return self._sandbox_seen(rec, event.ts)
         if kind == KIND_CONTAINER and container_name(rec) in self._names:
-            return self._container_seen(rec, event.ts)
+            return self._container_seen(rec, event.ts, event.mono)
         return self._ignore(cid, event.ts)
 
     def _on_container_deleted(self, event: ContainerDeleted) -> list[WorkspaceChange]:
@@ -425,6 +425,8 @@ class Index:
             elif facts.record is not None:
                 rec = merge(facts.record, rec)
             self._facts[cid] = facts
+            if facts.first_seen is None:
+                facts.first_seen = event.mono
             pods.attach(cid, facts, rec)
             if cid in old_unresolved and since is not None:
                 self._unresolved[cid] = None  # its answer is on its way
@@ -435,12 +437,10 @@ class Index:
                 facts.learn_task(task)
             elif newer(facts.touched):
                 pass  # a task event came after the listing was requested: it is newer
-            elif facts.phase == ALIVE or (facts.phase == NO_TASK and self._gone(rec, ts)):
+            elif facts.phase == ALIVE:
                 facts.phase = EXITED  # the task is gone
-            elif facts.phase == NO_TASK and first and rec.cri_container is not None:
-                log_path = rec.cri_container.log_path
-                if log_path:
-                    self._needs.append(NeedLogCheck(container_id=cid, log_path=log_path))
+            elif facts.phase == NO_TASK:
+                self._without_task(cid, facts, rec, event, first)
         for cid, facts in old_facts.items():
             # created (or told about) while the listing ran: not in it, not gone
             if cid not in records and cid not in self._facts and newer(facts.touched):
@@ -463,11 +463,32 @@ class Index:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _gone(self, rec: ContainerRecord, ts: float) -> bool:
-        """A listing shows this container, never seen with a task, without one: exited?"""
-        if self._start_grace <= 0 or rec.created_at is None:
-            return True
-        return ts - rec.created_at >= self._start_grace
+    def _without_task(
+        self, cid: ContainerId, facts: Facts, rec: ContainerRecord, event: Relisted, first: bool
+    ) -> None:
+        """A listing shows a container never seen with a task, without one: not started
+        yet, or exited and its task deleted (CRI deletes an exited task at once)?
+
+        Evidence first: CRI opens a container's log file when it starts it, so with a log
+        file it ran. That is asked at the first listing, and later only of a container known
+        for `start_grace` (monotonic): the log is opened a moment before the task is created.
+        A container without a CRI log path known that long is taken as exited. Both are
+        inferences: a later sign of a live task revises them (`Facts.infer_exit`).
+        """
+        log_path = rec.cri_container.log_path if rec.cri_container is not None else None
+        if event.mono is None or facts.first_seen is None:  # not stamped: containerd's clock
+            known_long = self._start_grace <= 0 or (
+                rec.created_at is None or event.ts - rec.created_at >= self._start_grace
+            )
+            if known_long:
+                facts.infer_exit()
+                return
+        else:
+            known_long = event.mono - facts.first_seen >= self._start_grace
+        if log_path and (first or known_long):
+            self._needs.append(NeedLogCheck(container_id=cid, log_path=log_path))
+        elif known_long:
+            facts.infer_exit()
 
     def _task_facts(self, cid: ContainerId) -> Facts | None:
         """The facts to join a task event into; None when the container does not matter."""
@@ -512,13 +533,17 @@ class Index:
                 affected |= pods.children(sandbox)
         return self._refresh_all(affected, ts)
 
-    def _container_seen(self, rec: ContainerRecord, ts: float) -> list[WorkspaceChange]:
+    def _container_seen(
+        self, rec: ContainerRecord, ts: float, mono: float | None
+    ) -> list[WorkspaceChange]:
         cid = rec.id
         self._ignored.discard(cid)
         facts = self._facts.get(cid)
         if facts is None:
             facts = self._facts[cid] = Facts()
         facts.touched = self._applied
+        if facts.first_seen is None:
+            facts.first_seen = mono
         if facts.record is not None:
             if facts.record == rec:
                 return []

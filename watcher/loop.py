@@ -288,7 +288,7 @@ class _Session:
                         return
                     await trio.sleep(retry)
                     retry *= 4
-        self.apply(ContainerSeen(ts=time.time(), container=record))
+        self.apply(ContainerSeen(ts=time.time(), container=record, mono=trio.current_time()))
 
     async def locate(self, need: NeedLocation) -> None:
         answers: Sequence[Event]
@@ -348,7 +348,13 @@ class _Session:
         containers = await self.client.list_containers()
         tasks = await self.client.list_tasks(deadline=self.loop.settings.listing_timeout)
         candidates = tuple(c for c in containers if self.index.is_candidate(c.labels))
-        listing = Relisted(ts=time.time(), containers=candidates, tasks=tuple(tasks), since=since)
+        listing = Relisted(
+            ts=time.time(),
+            containers=candidates,
+            tasks=tuple(tasks),
+            since=since,
+            mono=trio.current_time(),
+        )
         changes = self.index.apply(listing)
         self.publish(changes)
         located: list[NeedLocation] = []

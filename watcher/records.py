@@ -150,10 +150,16 @@ class ImageInfo:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerSeen:
-    """A container exists (from a Get after /containers/create or /containers/update)."""
+    """A container exists (from a Get after /containers/create or /containers/update).
+
+    `mono`: the shell's monotonic clock when it learned it (seconds; None: not stamped).
+    Durations the index reasons about (how long a container has been without a task) are
+    measured on it: a wall clock steps (NTP), and containerd's `created_at` is wall time.
+    """
 
     ts: float
     container: ContainerRecord
+    mono: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -251,6 +257,7 @@ class Relisted:
     containers: tuple[ContainerRecord, ...]
     tasks: tuple[TaskRecord, ...]
     since: int | None = None
+    mono: float | None = None  # as on `ContainerSeen`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1047,3 +1047,53 @@ def test_an_update_with_the_known_labels_or_no_candidates_asks_for_nothing() -> 
     changed = {**container("c-1").labels, "io.kubernetes.pod.name": "renamed"}
     index.apply(ContainerChanged(ts=3.0, container_id=ContainerId("c-1"), labels=changed))
     assert index.take_needs() == [NeedRecord(container_id=ContainerId("c-1"))]
+
+
+def test_how_long_a_container_has_no_task_is_measured_on_the_monotonic_clock() -> None:
+    """A clock step (NTP) of an hour between a container's creation and a listing: by the
+    wall clocks it has been without a task for an hour; the shell's monotonic clock says
+    one second, and a slow StartContainer is not taken for an exit."""
+    index = Index()
+    rec = container("c-1", created_at=1000.0, cri=False)
+    index.apply(ContainerSeen(ts=1001.0, container=sandbox("sb-1"), mono=50.0))
+    index.apply(ContainerSeen(ts=1001.0, container=rec, mono=50.0))
+    stepped = Relisted(ts=4601.0, containers=(sandbox("sb-1"), rec), tasks=(), mono=51.0)
+    assert index.apply(stepped) == []
+    ws = index.by_container("c-1")
+    assert ws is not None and ws.state is WorkspaceState.CREATED
+    # known that long without a task (and no CRI log to ask about): taken as exited
+    later = Relisted(ts=4700.0, containers=(sandbox("sb-1"), rec), tasks=(), mono=90.0)
+    assert kinds(index.apply(later)) == [("exited", "c-1")]
+
+
+def test_a_cri_container_known_long_without_a_task_is_asked_about_its_log() -> None:
+    index = Index()
+    index.apply(relisted([sandbox("sb-1")], ts=1.0))  # the first listing is over
+    rec = container("c-1")
+    index.apply(ContainerSeen(ts=2.0, container=rec, mono=10.0))
+    index.take_needs()
+    index.apply(Relisted(ts=3.0, containers=(sandbox("sb-1"), rec), tasks=(), mono=12.0))
+    assert index.take_needs() == []  # a moment old: starting, not exited
+    index.apply(Relisted(ts=60.0, containers=(sandbox("sb-1"), rec), tasks=(), mono=45.0))
+    assert [type(n) for n in index.take_needs()] == [NeedLogCheck]
+
+
+def test_an_inferred_exit_is_revised_by_a_live_task() -> None:
+    """Taken as exited (a log file, no task); then its task shows up after all: the index
+    says running again and waits return, while `watch` keeps its one `exited` line."""
+    index = Index()
+    index.apply(relisted([sandbox("sb-1"), container("c-1")], ts=101.5))
+    index.take_needs()
+    out = index.apply(LogChecked(ts=102.0, container_id=ContainerId("c-1"), exists=True))
+    assert kinds(out) == [("exited", "c-1")]
+    out = index.apply(created("c-1"))
+    assert out == []  # no second lifecycle: each step is reported at most once
+    ws = index.by_container("c-1")
+    assert ws is not None and ws.running and ws.pid == 42
+    # containerd's own word of an exit is final
+    index.apply(exited("c-1", status=3))
+    ws = index.by_container("c-1")
+    assert ws is not None and ws.state is WorkspaceState.EXITED and ws.exit_status == 3
+    index.apply(started("c-1"))
+    ws = index.by_container("c-1")
+    assert ws is not None and ws.state is WorkspaceState.EXITED
