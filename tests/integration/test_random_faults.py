@@ -13,8 +13,8 @@ Invariants, checked on every change as it is published and at the end:
   state: the same workspace containers, each with the fake's PID and task state.
 
 `WS_WATCHER_FAULT_SEEDS` (default 24) scenarios of `WS_WATCHER_FAULT_STEPS` (default 120)
-steps run in CI — a few thousand steps; set them higher for a longer hunt. A failure names
-its seed: rerun it alone with `WS_WATCHER_FAULT_SEED=N`.
+steps run in CI — a few thousand steps; `python -m benchmarks.hunt faults` hunts longer.
+A failure names its seed: rerun it alone with `WS_WATCHER_FAULT_SEED=N`.
 """
 
 from __future__ import annotations

@@ -414,9 +414,9 @@ async def test_get_after_create_not_found(
         await wd.reconnected()  # the drop is queued after the pod's events
         assert_consistent(wd.w, fake, {"inst-a": a})
         assert wd.w.workspaces()["inst-a"].running  # type: ignore[index]
-    [warning] = warnings_of(caplog_warnings)[:1]
-    assert a.sandbox_id in warning and "no such container" in warning
-    assert sum(a.sandbox_id in m for m in warnings_of(caplog_warnings)) == 1
+    # the Get's answer and the stream's drop race (Gets run beside the stream): find it
+    about = [m for m in warnings_of(caplog_warnings) if a.sandbox_id in m]
+    assert len(about) == 1 and "no such container" in about[0], warnings_of(caplog_warnings)
 
 
 async def test_snapshot_mounts_failing_leaves_upperdir_unknown(

@@ -2,11 +2,15 @@
 OCI specs, CRI extensions) and event payloads — nested and huge JSON, invalid UTF-8, odd
 Unicode, garbage bytes, wrong types. Decoding never raises; what comes out is a record the
 index accepts, and other containers are not affected.
+
+`WS_WATCHER_FUZZ_EXAMPLES` examples per fuzzer (300 in CI); `python -m benchmarks.hunt fuzz`
+runs a long hunt.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +31,8 @@ JSON_VALUES = st.recursive(
     max_leaves=30,
 )
 CRI_KEYS = [decode.CRI_CONTAINER_EXTENSION, decode.CRI_SANDBOX_EXTENSION]
+#: examples per fuzzer in CI; `python -m benchmarks.fuzz` runs many more
+EXAMPLES = int(os.environ.get("WS_WATCHER_FUZZ_EXAMPLES", "300"))
 
 
 def nested(depth: int) -> bytes:
@@ -74,7 +80,7 @@ def containers(draw: st.DrawFn) -> containers_pb2.Container:
     return pb
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile=st.lists(containers(), min_size=1, max_size=4))
 def test_any_container_decodes_and_indexes(hostile: list[containers_pb2.Container]) -> None:
     index = Index()
@@ -84,7 +90,7 @@ def test_any_container_decodes_and_indexes(hostile: list[containers_pb2.Containe
         index.apply(ContainerSeen(ts=1.0, container=record))  # and the index takes it
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(
     type_url=st.sampled_from(EVENT_TYPES),
     value=st.binary(max_size=300),
