@@ -35,6 +35,22 @@ MAX_WORKERS = 64
 #: a deadline further away than this is "none" (grpc reports no deadline as a huge one)
 _NO_DEADLINE = 1e6
 
+# the full names of the methods the tests look for in what the client sent
+VERSION = "/containerd.services.version.v1.Version/Version"
+NAMESPACES_LIST = "/containerd.services.namespaces.v1.Namespaces/List"
+CONTAINERS_GET = "/containerd.services.containers.v1.Containers/Get"
+CONTAINERS_DELETE = "/containerd.services.containers.v1.Containers/Delete"
+CONTAINERS_LIST = "/containerd.services.containers.v1.Containers/List"
+CONTAINERS_LIST_STREAM = "/containerd.services.containers.v1.Containers/ListStream"
+TASKS_GET = "/containerd.services.tasks.v1.Tasks/Get"
+TASKS_LIST = "/containerd.services.tasks.v1.Tasks/List"
+SNAPSHOTS_MOUNTS = "/containerd.services.snapshots.v1.Snapshots/Mounts"
+EVENTS_SUBSCRIBE = "/containerd.services.events.v1.Events/Subscribe"
+IMAGES_GET = "/containerd.services.images.v1.Images/Get"
+CONTENT_READ = "/containerd.services.content.v1.Content/Read"
+#: every command connects: is it containerd, does the namespace exist, subscribe, list
+CONNECT = {VERSION, NAMESPACES_LIST, EVENTS_SUBSCRIBE, CONTAINERS_LIST_STREAM, TASKS_LIST}
+
 
 @dataclass(frozen=True, slots=True)
 class TappedCall:

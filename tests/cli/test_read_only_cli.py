@@ -17,7 +17,19 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
-from rpc_wiretap import Wiretap
+from rpc_wiretap import (
+    CONNECT,
+    CONTAINERS_GET,
+    CONTAINERS_LIST,
+    CONTENT_READ,
+    EVENTS_SUBSCRIBE,
+    IMAGES_GET,
+    SNAPSHOTS_MOUNTS,
+    TASKS_GET,
+    TASKS_LIST,
+    VERSION,
+    Wiretap,
+)
 
 from watcher.client import ALLOWED_RPCS
 from watcher.testing import NAMESPACE, Pod, Pods, PrivateContainerd, mk2_labels
@@ -29,19 +41,6 @@ pytestmark = pytest.mark.containerd
 
 DEADLINE = 20.0
 
-VERSION = "/containerd.services.version.v1.Version/Version"
-NAMESPACES_LIST = "/containerd.services.namespaces.v1.Namespaces/List"
-CONTAINERS_GET = "/containerd.services.containers.v1.Containers/Get"
-CONTAINERS_LIST = "/containerd.services.containers.v1.Containers/List"
-CONTAINERS_LIST_STREAM = "/containerd.services.containers.v1.Containers/ListStream"
-TASKS_GET = "/containerd.services.tasks.v1.Tasks/Get"
-TASKS_LIST = "/containerd.services.tasks.v1.Tasks/List"
-SNAPSHOTS_MOUNTS = "/containerd.services.snapshots.v1.Snapshots/Mounts"
-EVENTS_SUBSCRIBE = "/containerd.services.events.v1.Events/Subscribe"
-IMAGES_GET = "/containerd.services.images.v1.Images/Get"
-CONTENT_READ = "/containerd.services.content.v1.Content/Read"
-#: every command connects: is it containerd, does the namespace exist, subscribe, list
-CONNECT = {VERSION, NAMESPACES_LIST, EVENTS_SUBSCRIBE, CONTAINERS_LIST_STREAM, TASKS_LIST}
 
 
 def workspace_pod(pods: Pods, iid: str) -> Pod:

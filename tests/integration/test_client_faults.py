@@ -11,6 +11,7 @@ No root or real containerd is needed here (the directory's conftest marks these 
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -349,6 +350,25 @@ async def test_listing_ten_thousand_workspaces(fake: FakeContainerd) -> None:
     async with open_client(fake.address) as client:
         with trio.fail_after(PATIENCE * 6):
             assert len(await client.list_containers()) == 20_000
+
+
+async def test_a_listing_that_keeps_delivering_is_not_late(fake: FakeContainerd) -> None:
+    """The container listing's deadline follows progress: 20 000 containers take far longer
+    to stream than the call timeout, and the listing succeeds."""
+    fake.add_synthetic_workspaces(10_000)
+    async with open_client(fake.address, call_timeout=0.05) as client:
+        started = trio.current_time()
+        with trio.fail_after(PATIENCE * 6):
+            assert len(await client.list_containers()) == 20_000
+        assert trio.current_time() - started > 0.05 * 4  # it did outlast the timeout
+
+
+async def test_a_listing_that_stops_delivering_is_late(fake: FakeContainerd) -> None:
+    fake.delay(Rpc.CONTAINERS_LIST_STREAM, math.inf)
+    async with open_client(fake.address, call_timeout=SHORT_TIMEOUT) as client:
+        with trio.fail_after(PATIENCE), pytest.raises(ConnectError, match="nothing more"):
+            await client.list_containers()
+    fake.clear_faults()
 
 
 async def test_silent_listener_subscribe_fails_within_the_call_timeout(sockdir: str) -> None:

@@ -137,17 +137,21 @@ def check_stream(kinds: list[ChangeKind], cid: str) -> None:
     assert kinds[0] is ChangeKind.CREATED, (cid, kinds)
 
 
-def agrees(w: Watcher, fake: FakeContainerd, scenario: Scenario) -> bool | None:
-    """The index holds exactly the fake's workspace containers, with its PIDs and states."""
+def expected(fake: FakeContainerd, scenario: Scenario) -> set[str]:
+    """The workspace containers (old attempts too) the fake still holds."""
     held = fake.container_ids()
-    expected = {
+    return {
         cid
         for pod in scenario.workspaces.values()
         for cid in (pod.containers["workspace"], *pod.exited)
         if cid in held
     }
+
+
+def agrees(w: Watcher, fake: FakeContainerd, scenario: Scenario) -> bool | None:
+    """The index holds exactly the fake's workspace containers, with its PIDs and states."""
     known = w._index.containers()  # every visible workspace container (old attempts too)
-    if set(known) != expected:
+    if set(known) != expected(fake, scenario):
         return None
     for cid, ws in known.items():
         task = fake.task(cid)
@@ -158,15 +162,9 @@ def agrees(w: Watcher, fake: FakeContainerd, scenario: Scenario) -> bool | None:
 
 
 def disagreement(w: Watcher, fake: FakeContainerd, scenario: Scenario) -> str:
-    held = fake.container_ids()
-    expected = {
-        cid
-        for pod in scenario.workspaces.values()
-        for cid in (pod.containers["workspace"], *pod.exited)
-        if cid in held
-    }
+    want = expected(fake, scenario)
     known = w._index.containers()
-    lines = [f"missing {sorted(expected - set(known))}", f"extra {sorted(set(known) - expected)}"]
+    lines = [f"missing {sorted(want - set(known))}", f"extra {sorted(set(known) - want)}"]
     for cid, ws in known.items():
         task = fake.task(cid)
         lines.append(f"{cid[:8]}: index {ws.state.value} pid {ws.pid}; fake {task}")

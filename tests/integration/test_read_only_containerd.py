@@ -16,7 +16,22 @@ from collections.abc import Iterator
 import grpc
 import pytest
 import trio
-from rpc_wiretap import TappedCall, Wiretap
+from rpc_wiretap import (
+    CONNECT,
+    CONTAINERS_DELETE,
+    CONTAINERS_GET,
+    CONTAINERS_LIST,
+    CONTAINERS_LIST_STREAM,
+    CONTENT_READ,
+    EVENTS_SUBSCRIBE,
+    IMAGES_GET,
+    SNAPSHOTS_MOUNTS,
+    TASKS_GET,
+    TASKS_LIST,
+    VERSION,
+    TappedCall,
+    Wiretap,
+)
 
 from containerd_protos.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from watcher import Settings, open_watcher
@@ -28,20 +43,6 @@ pytestmark = pytest.mark.containerd
 
 PATIENCE = 30.0
 
-VERSION = "/containerd.services.version.v1.Version/Version"
-NAMESPACES_LIST = "/containerd.services.namespaces.v1.Namespaces/List"
-CONTAINERS_GET = "/containerd.services.containers.v1.Containers/Get"
-CONTAINERS_DELETE = "/containerd.services.containers.v1.Containers/Delete"
-CONTAINERS_LIST = "/containerd.services.containers.v1.Containers/List"
-CONTAINERS_LIST_STREAM = "/containerd.services.containers.v1.Containers/ListStream"
-TASKS_GET = "/containerd.services.tasks.v1.Tasks/Get"
-TASKS_LIST = "/containerd.services.tasks.v1.Tasks/List"
-SNAPSHOTS_MOUNTS = "/containerd.services.snapshots.v1.Snapshots/Mounts"
-EVENTS_SUBSCRIBE = "/containerd.services.events.v1.Events/Subscribe"
-IMAGES_GET = "/containerd.services.images.v1.Images/Get"
-CONTENT_READ = "/containerd.services.content.v1.Content/Read"
-#: connecting: is it containerd, does the namespace exist, subscribe, list
-CONNECT = {VERSION, NAMESPACES_LIST, EVENTS_SUBSCRIBE, CONTAINERS_LIST_STREAM, TASKS_LIST}
 
 
 @pytest.fixture
