@@ -85,7 +85,8 @@ RELIST_RETRY = (1.0, 60.0)
 #: round trips (Containers.Get, Snapshots.Mounts) in flight for the stream's needs: enough to
 #: overlap a burst of 200 pods, few enough not to add to a busy containerd's queue
 LOOKUPS = 32
-#: tries of a Containers.Get that fails (not NotFound) before a relist is asked to find it
+#: tries of a lookup (Containers.Get, Snapshots.Mounts) that fails (not NotFound) before a
+#: relist is asked to find it
 GET_TRIES = 3
 #: distinct causes of one outage warned about; repeated or further ones are debug-logged
 MAX_OUTAGE_CAUSES = 5
@@ -291,15 +292,23 @@ class _Session:
         self.apply(ContainerSeen(ts=time.time(), container=record, mono=trio.current_time()))
 
     async def locate(self, need: NeedLocation) -> None:
-        answers: Sequence[Event]
+        answers: Sequence[Event] = ()
+        retry = 0.1
         async with self.lookups:
-            try:
-                answers = await self.loop.resolver.answer(self.client, [need], time.time())
-            except ConnectError as exc:
-                # the stream or the health check tells whether containerd is gone; the
-                # index asks again later
-                log.warning("container %s: cannot locate its files: %s", need.container_id, exc)
-                answers = [LookupFailed(ts=time.time(), container_id=need.container_id)]
+            for attempt in range(1, GET_TRIES + 1):
+                try:
+                    answers = await self.loop.resolver.answer(self.client, [need], time.time())
+                    break
+                except ConnectError as exc:
+                    if attempt < GET_TRIES:
+                        await trio.sleep(retry)
+                        retry *= 4
+                        continue
+                    # the stream or the health check tells whether containerd is gone; the
+                    # index asks again with the next listing, which comes soon
+                    log.warning("container %s: cannot locate its files: %s", need.container_id, exc)
+                    answers = [LookupFailed(ts=time.time(), container_id=need.container_id)]
+                    self.relist_soon.set()
         for answer in answers:
             self.apply(answer)
 

@@ -29,8 +29,10 @@ from hypothesis.stateful import (
 )
 
 from watcher.index import Index
+from watcher.needs import NeedLocation, NeedRecord
 from watcher.records import (
     ChangeKind,
+    ContainerChanged,
     ContainerDeleted,
     ContainerId,
     ContainerRecord,
@@ -39,6 +41,7 @@ from watcher.records import (
     CriSandboxMeta,
     Event,
     InstanceId,
+    LookupFailed,
     Relisted,
     Resolved,
     SandboxId,
@@ -805,3 +808,132 @@ IndexMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 TestIndexMachine = IndexMachine.TestCase
+
+
+# --- (5) the shell's scheduling: needs answered late, out of order, or never -----------------
+
+
+class Reality:
+    """What containerd holds, as the stream's events (in causal order per pod) make it."""
+
+    def __init__(self, records: dict[str, ContainerRecord]) -> None:
+        self.records = records
+        self.containers: dict[str, ContainerRecord] = {}
+        self.tasks: dict[str, TaskRecord] = {}
+
+    def step(self, event: Event) -> None:
+        cid = getattr(event, "container_id", None)
+        if isinstance(event, ContainerChanged):
+            self.containers[event.container_id] = self.records[event.container_id]
+        elif isinstance(event, ContainerDeleted):
+            self.containers.pop(event.container_id, None)
+            self.tasks.pop(event.container_id, None)
+        elif isinstance(event, TaskCreated | TaskStarted) and cid is not None:
+            status = TaskStatus.CREATED if isinstance(event, TaskCreated) else TaskStatus.RUNNING
+            self.tasks[cid] = TaskRecord(container_id=event.container_id, pid=event.pid,
+                                         status=status)  # fmt: skip
+        elif isinstance(event, TaskExited | TaskDeleted) and event.exec_id in ("", cid):
+            if isinstance(event, TaskDeleted):
+                self.tasks.pop(event.container_id, None)
+            else:
+                self.tasks[event.container_id] = TaskRecord(
+                    container_id=event.container_id, pid=event.pid, status=TaskStatus.STOPPED,
+                    exit_status=event.exit_status, exited_at=event.exited_at,
+                )  # fmt: skip
+
+    def listing(self, ts: float, since: int | None) -> Relisted:
+        return Relisted(
+            ts=ts,
+            containers=tuple(self.containers.values()),
+            tasks=tuple(self.tasks.values()),
+            since=since,
+        )
+
+
+def stream_of(pod: PodModel) -> tuple[list[Event], dict[str, ContainerRecord]]:
+    """The pod's events as the stream tells them: a create without labels (the record is
+    the answer to the index's need), no `Resolved` (the shell answers those), no listings."""
+    events: list[Event] = []
+    records: dict[str, ContainerRecord] = {}
+    for event in pod_events(pod):
+        if isinstance(event, ContainerSeen):
+            records[event.container.id] = event.container
+            events.append(ContainerChanged(ts=event.ts, container_id=event.container.id))
+        elif not isinstance(event, Resolved | TaskSeen):
+            events.append(event)
+    return events, records
+
+
+@PROPS
+@given(
+    pods=pod_sets(),
+    rnd=st.randoms(use_true_random=False),
+    lose=st.floats(0.0, 0.5),
+    relists=st.integers(0, 4),
+)
+def test_needs_answered_late_out_of_order_or_never_with_relists_beside(
+    pods: list[PodModel], rnd: random.Random, lose: float, relists: int
+) -> None:
+    """The shell applies events as they arrive; the index's needs are answered at random
+    later moments, in any order, or never (lost: a relist finds it); relists beside the
+    stream are taken at one moment and applied at a later one. Per container the changes
+    stay in order, each at most once; `removed` comes only for what containerd deleted; in
+    the end the index is what the full information implies."""
+    streams = []
+    records: dict[str, ContainerRecord] = {}
+    for pod in pods:
+        events, recs = stream_of(pod)
+        streams.append(events)
+        records.update(recs)
+    stream = interleave(streams, rnd)
+    reality = Reality(records)
+    uppers = models_by_cid(pods)
+    index = Index()
+    pending: list[Event] = []  # answers on their way
+    listings: list[Relisted] = []  # taken, not yet applied
+    changes: list[WorkspaceChange] = []
+    relist_at = set(rnd.sample(range(len(stream) + 1), k=min(relists, len(stream) + 1)))
+
+    def take_needs(ts: float) -> None:
+        for need in index.take_needs():
+            cid = need.container_id
+            failed = rnd.random() < lose
+            if isinstance(need, NeedRecord) and not failed:
+                pending.append(ContainerSeen(ts=ts, container=records[cid]))
+            elif isinstance(need, NeedLocation) and failed:  # the shell says so
+                pending.append(LookupFailed(ts=ts, container_id=cid))
+            elif isinstance(need, NeedLocation):
+                c = uppers[cid]
+                pending.append(Resolved(ts=ts, container_id=cid, upperdir=c.upper, rootfs=c.rootfs))
+            # a Get that failed for good: nothing comes, a relist finds the container
+
+    def apply(event: Event) -> None:
+        out = index.apply(event)
+        for change in out:
+            if change.kind is ChangeKind.REMOVED:  # never before containerd deleted it
+                assert change.workspace.container_id not in reality.containers, change
+        changes.extend(out)
+        take_needs(event.ts)
+
+    for i, event in enumerate(stream):
+        if i in relist_at:
+            listings.append(reality.listing(event.ts, since=index.mark()))
+        reality.step(event)
+        apply(event)
+        while pending and rnd.random() < 0.5:  # some answers arrive, in any order
+            apply(pending.pop(rnd.randrange(len(pending))))
+        if listings and rnd.random() < 0.3:
+            apply(listings.pop(0))
+    rnd.shuffle(pending)
+    for event in [*listings, *pending]:
+        apply(event)
+    # quiescence: a last relist, every need answered
+    lose = 0.0
+    apply(reality.listing(T_END, since=index.mark()))
+    while pending:
+        apply(pending.pop())
+
+    expected = expected_containers(pods)
+    assert projected(dict(index.containers())) == projected(expected)
+    assert projected(dict(index.workspaces())) == projected(expected_newest(expected))
+    check_change_streams(changes)
