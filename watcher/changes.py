@@ -24,8 +24,7 @@ from dataclasses import dataclass
 import trio
 
 from .records import Change
-
-DEFAULT_BUFFER = 10_000
+from .settings import CHANGE_BUFFER
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,7 +83,7 @@ class ChangeStream:
 
 
 class ChangeHub:
-    def __init__(self, buffer: int = DEFAULT_BUFFER) -> None:
+    def __init__(self, buffer: int = CHANGE_BUFFER) -> None:
         if buffer < 1:
             raise ValueError("a follower's buffer holds at least one change")
         self._buffer = buffer

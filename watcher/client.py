@@ -47,15 +47,11 @@ from . import decode
 from ._nursery import single_errors
 from .errors import ConnectError, ContainerdError, NotFound, ReadOnlyViolation, UsageError
 from .records import ContainerRecord, Envelope, ImageInfo, SnapshotMount, TaskRecord
+from .settings import ADDRESS, CALL_TIMEOUT, NAMESPACE, check_namespace, check_seconds
 
-DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
-DEFAULT_NAMESPACE = "k8s.io"
 #: containerd accepts 16 MiB messages; grpc-python receives 4 MiB by default, which one
 #: Containers.List on a node with thousands of containers exceeds.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-#: deadline of every unary call: long enough for a List of thousands, short enough that a
-#: wedged containerd is noticed
-DEFAULT_TIMEOUT = 10.0
 #: stream items buffered between the pump thread and the consumer; the thread then waits,
 #: so a slow consumer slows the stream down instead of losing events
 STREAM_BUFFER = 1024
@@ -210,17 +206,13 @@ class Client:
     def __init__(
         self,
         address: str,
-        namespace: str = DEFAULT_NAMESPACE,
+        namespace: str = NAMESPACE,
         *,
-        call_timeout: float = DEFAULT_TIMEOUT,
+        call_timeout: float = CALL_TIMEOUT,
     ) -> None:
-        if not namespace:
-            raise UsageError("empty containerd namespace")
-        if call_timeout <= 0:
-            raise UsageError(f"call timeout must be positive, not {call_timeout}")
+        self.namespace = check_namespace(namespace)
+        self.call_timeout = check_seconds("the call timeout", call_timeout)
         self.path = check_address(address)
-        self.namespace = namespace
-        self.call_timeout = call_timeout
         self._metadata = ((NAMESPACE_METADATA, namespace),)
         raw = grpc.insecure_channel(
             f"unix://{self.path}",
@@ -544,10 +536,10 @@ class Events:
 
 @asynccontextmanager
 async def open_client(
-    address: str = DEFAULT_ADDRESS,
-    namespace: str = DEFAULT_NAMESPACE,
+    address: str = ADDRESS,
+    namespace: str = NAMESPACE,
     *,
-    call_timeout: float = DEFAULT_TIMEOUT,
+    call_timeout: float = CALL_TIMEOUT,
 ) -> AsyncIterator[Client]:
     """A `Client` whose channel is closed on exit. Raises `ConnectError` for a bad address.
 
@@ -562,8 +554,6 @@ async def open_client(
 
 __all__ = [
     "ALLOWED_RPCS",
-    "DEFAULT_ADDRESS",
-    "DEFAULT_NAMESPACE",
     "Client",
     "Events",
     "Version",

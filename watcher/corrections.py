@@ -2,7 +2,8 @@
 
 A relist may find a change whose event is merely still in flight (listed after containerd
 published it, before the stream delivered it). Such a change is only *suspected* missed; an
-event about the same container within `GRACE` seconds clears the suspicion. What is still
+event about the same container within `grace` seconds (`settings.RELIST_GRACE`) clears the
+suspicion. What is still
 suspected after that was really missed: it is logged with the container id and counted.
 """
 
@@ -12,15 +13,14 @@ import logging
 import math
 
 from .records import WorkspaceChange
+from .settings import RELIST_GRACE
 
 log = logging.getLogger("watcher.watcher")
 
-#: seconds an event may lag behind a listing of the same moment
-GRACE = 5.0
 
 
 class Corrections:
-    def __init__(self, grace: float = GRACE) -> None:
+    def __init__(self, grace: float = RELIST_GRACE) -> None:
         self.grace = grace
         self.count = 0
         self._suspects: dict[str, tuple[float, WorkspaceChange]] = {}

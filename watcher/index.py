@@ -120,19 +120,9 @@ from watcher.records import (
     Workspace,
     WorkspaceChange,
 )
+from watcher.settings import START_GRACE, TOMBSTONES
 
-__all__ = ["DEFAULT_START_GRACE", "DEFAULT_TOMBSTONE_LIMIT", "Index"]
-
-#: deleted container ids remembered, so late events for them are ignored; containerd never
-#: reuses an id, and a few thousand create/delete cycles must not grow memory without bound
-DEFAULT_TOMBSTONE_LIMIT: Final = 10_000
-
-#: seconds after its creation during which a container that a listing shows *without a task*
-#: is taken as "not started yet" rather than "exited". CRI creates the containerd container in
-#: CreateContainer and its task only in StartContainer, and deletes the task once it exited, so
-#: a listing alone cannot tell the two apart; the kubelet starts a container right after it
-#: created it. 0 = the plain rule "no task in a listing means exited".
-DEFAULT_START_GRACE: Final = 30.0
+__all__ = ["Index"]
 
 
 class Index:
@@ -141,7 +131,7 @@ class Index:
     Args:
         schemes: the label schemes that make a pod a workspace pod (first match wins).
         tombstone_limit: how many deleted container ids to remember.
-        start_grace: see `DEFAULT_START_GRACE`.
+        start_grace: see `settings.START_GRACE` (0: no task in a listing means exited).
 
     The index is not thread-safe and needs no lock in a single trio task: `apply` runs to
     completion, and every query answers from immutable published objects.
@@ -151,8 +141,8 @@ class Index:
         self,
         schemes: Sequence[LabelScheme] = GITPOD_SCHEMES,
         *,
-        tombstone_limit: int = DEFAULT_TOMBSTONE_LIMIT,
-        start_grace: float = DEFAULT_START_GRACE,
+        tombstone_limit: int = TOMBSTONES,
+        start_grace: float = START_GRACE,
     ) -> None:
         if not schemes:
             raise UsageError("the index needs at least one label scheme")

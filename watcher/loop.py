@@ -103,7 +103,7 @@ class Loop:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.index = Index(settings.schemes)
+        self.index = Index(settings.schemes, start_grace=settings.start_grace)
         self.hub = ChangeHub(settings.change_buffer)
         self.generation = AsyncValue(0)
         self.ready = AsyncValue(False)

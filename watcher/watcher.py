@@ -15,11 +15,11 @@ import trio
 
 from ._nursery import single_errors
 from .changes import ChangeHub, ChangeStream
-from .client import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, Client
+from .client import Client
 from .errors import ConnectError, NoCgroup, NotFound, NotResolved, UsageError
 from .loop import Loop
 from .records import ContainerId, ImageInfo, InstanceId, TaskRecord, Workspace
-from .settings import Settings
+from .settings import ADDRESS, NAMESPACE, Settings, check_id
 
 __all__ = ["Settings", "Watcher", "open_watcher"]
 
@@ -93,7 +93,7 @@ class Watcher:
         Waits as long as the caller's cancel scope allows (use `trio.fail_after`); returns
         the record that satisfied the wait.
         """
-        _check_id(instance_id, "instance id")
+        check_id(instance_id, "instance id")
 
         def running() -> Workspace | None:
             ws = self._index.by_instance(InstanceId(instance_id))
@@ -103,7 +103,7 @@ class Watcher:
 
     async def wait_for_container_stop(self, instance_id: str) -> None:
         """Return once no workspace container of the instance is left (at once if none is)."""
-        _check_id(instance_id, "instance id")
+        check_id(instance_id, "instance id")
         gone = self._index.by_instance(InstanceId(instance_id)) is None
         if not gone:
             await self.wait_until(
@@ -143,7 +143,7 @@ class Watcher:
 
     async def container_exists(self, container_id: str) -> bool:
         """Ask containerd (not the index) whether the container exists. Errors raise."""
-        _check_id(container_id, "container id")
+        check_id(container_id, "container id")
         try:
             await self._connected().get_container(container_id)
         except NotFound:
@@ -155,7 +155,7 @@ class Watcher:
 
         Raises `NotFound` when the container has no task (not started, or deleted).
         """
-        _check_id(container_id, "container id")
+        check_id(container_id, "container id")
         return await self._connected().get_task(container_id)
 
     async def image_info(self, container_id: str) -> ImageInfo:
@@ -221,27 +221,28 @@ class _ChangesContext:
         self._cm.__exit__(None, None, None)
 
 
-def _check_id(value: str, what: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise UsageError(f"empty {what}")
-    if len(value) > 1024:
-        raise UsageError(f"{what} of {len(value)} characters is not an id")
-
-
 @asynccontextmanager
 async def open_watcher(
-    address: str = DEFAULT_ADDRESS,
-    namespace: str = DEFAULT_NAMESPACE,
+    address: str | None = None,
+    namespace: str | None = None,
     *,
     settings: Settings | None = None,
 ) -> AsyncIterator[Watcher]:
     """A running `Watcher`, synced with containerd when the block starts.
 
-    Raises `ConnectError` when containerd cannot be reached for the first sync; after that
-    the watcher reconnects by itself for as long as the block runs.
+    Give the `address` (and `namespace`), or whole `settings` — not both: an address beside
+    settings that name their own would be silently one or the other.
+
+    Raises `ConnectError` when containerd cannot be reached for the first sync (`UsageError`
+    for bad settings); after that the watcher reconnects by itself for as long as it runs.
     """
     if settings is None:
-        settings = Settings(address=address, namespace=namespace)
+        settings = Settings(
+            address=ADDRESS if address is None else address,
+            namespace=NAMESPACE if namespace is None else namespace,
+        )
+    elif address is not None or namespace is not None:
+        raise UsageError("give open_watcher an address and namespace, or settings, not both")
     with single_errors():
         async with trio.open_nursery() as nursery:
             watcher: Watcher = await nursery.start(Watcher(settings).serve)

@@ -18,6 +18,7 @@ from watcher.testing import labels
 from watcher.testing.containerd import PrivateContainerd
 from watcher.testing.image import WORKSPACE_IMAGE
 from watcher.testing.pods import ContainerSpec, Pods
+from watcher.testing.versions import tool
 from watcher.testing.watching import run, watching
 
 WAIT = 30
@@ -54,6 +55,11 @@ async def test_cri_fields(containerd: PrivateContainerd, pods: Pods, scheme: str
         assert ws.pod_annotations == {"gitpod.io/annotation": "pod-level"}
         assert ws.container_annotations["gitpod.io/c"] == "container-level"
         assert ws.container_annotations["io.kubernetes.container.restartCount"] == "0"
+        # `running` may come with /tasks/create, a moment before /tasks/start tells the time
+        with trio.fail_after(WAIT):
+            ws = await w.wait_until(
+                lambda: ws if (ws := w.instance(f"inst-{scheme}")).started_at else None
+            )
         assert ws.started_at is not None and before - 1 <= ws.started_at <= time.time() + 1
         assert ws.exited_at is None and ws.exit_status is None
         assert ws.created_at is not None and before - 1 <= ws.created_at <= ws.started_at
@@ -97,13 +103,12 @@ async def test_replaced_container_attempt_and_exit(
             await w.task_info(old.container_id)  # CRI deleted the exited task
 
 
+def _ctr_argv(ctrd: PrivateContainerd, *args: str) -> list[str]:
+    return [tool("ctr", ctrd.binaries), "-a", ctrd.address, "-n", "k8s.io", *args]
+
+
 def _ctr(ctrd: PrivateContainerd, *args: str) -> None:
-    subprocess.run(
-        ["ctr", "-a", ctrd.address, "-n", "k8s.io", *args],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    subprocess.run(_ctr_argv(ctrd, *args), check=True, capture_output=True, timeout=60)
 
 
 @pytest.fixture
@@ -149,20 +154,20 @@ def native_pod(containerd: PrivateContainerd) -> Iterator[tuple[str, str, str]]:
     finally:
         for cid in reversed(made):
             subprocess.run(
-                ["ctr", "-a", containerd.address, "-n", "k8s.io", "task", "kill", "-s", "9", cid],
+                _ctr_argv(containerd, "task", "kill", "-s", "9", cid),
                 capture_output=True,
                 timeout=30,
             )
             for _ in range(100):
                 done = subprocess.run(
-                    ["ctr", "-a", containerd.address, "-n", "k8s.io", "task", "delete", cid],
+                    _ctr_argv(containerd, "task", "delete", cid),
                     capture_output=True,
                     timeout=30,
                 )
                 if done.returncode == 0 or b"not found" in done.stderr:
                     break
             subprocess.run(
-                ["ctr", "-a", containerd.address, "-n", "k8s.io", "containers", "delete", cid],
+                _ctr_argv(containerd, "containers", "delete", cid),
                 capture_output=True,
                 timeout=30,
             )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.cli.args import DEFAULT_TIMEOUT, Command, parse
+from watcher.cli.args import Command, parse
+from watcher.settings import WAIT_TIMEOUT as DEFAULT_TIMEOUT
 from watcher.mounts import PathMap
 
 NO_ENV: dict[str, str] = {}

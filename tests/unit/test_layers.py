@@ -24,9 +24,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "watcher"
 INDEX_ROOMS = ("facts", "podjoin", "publishing")
 CORE = (
     "records", "needs", "labels", "index", *INDEX_ROOMS, "cgroups", "mounts", "procfs",
-    "corrections", "errors", "disclosure",
+    "corrections", "errors", "disclosure", "settings",
 )  # fmt: skip
-SHELL = ("client", "decode", "resolve", "loop", "watcher", "changes", "settings", "cli", "testing")
+SHELL = ("client", "decode", "resolve", "loop", "watcher", "changes", "cli", "testing")
 
 
 def imported(module: Path) -> set[str]:

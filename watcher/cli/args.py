@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import argparse
 import enum
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from watcher import settings
 from watcher.disclosure import Disclosure, DisclosureError, check_entry
+from watcher.errors import UsageError
 from watcher.mounts import PathMap, PathMapError
 
-__all__ = ["DEFAULT_TIMEOUT", "Command", "Options", "build_parser", "parse"]
+__all__ = ["Command", "Options", "build_parser", "parse"]
 
 PROG = "ws-watcher"
-#: the socket and namespace of a kubelet's containerd (the library's defaults too)
-DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
-DEFAULT_NAMESPACE = "k8s.io"
-#: how long `wait` and `wait-stop` wait unless told otherwise (issue 5)
-DEFAULT_TIMEOUT = 60.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
-#: the longest instance id accepted (the library refuses longer ones too)
-MAX_ID = 1024
 
 
 class Command(enum.Enum):
@@ -48,59 +42,61 @@ class Options:
     """What the user asked for, validated. Built once by `parse`."""
 
     command: Command
-    address: str = DEFAULT_ADDRESS
-    namespace: str = DEFAULT_NAMESPACE
-    proc: str = "/proc"
+    address: str = settings.ADDRESS
+    namespace: str = settings.NAMESPACE
+    proc: str = settings.PROC_ROOT
     path_map: PathMap = field(default_factory=PathMap)
     log_level: str = "warning"
     #: watch: print the workspaces found by the initial sync
     initial: bool = False
     #: watch: seconds between safety relists (0: never)
-    relist_interval: float = 300.0
+    relist_interval: float = settings.RELIST_INTERVAL
     #: wait, wait-stop; inspect (an instance or a container id)
     instance_id: str = ""
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = settings.WAIT_TIMEOUT
     #: ls
     json: bool = False
     #: which annotations may be printed (the default allow-list plus --show-annotation)
     disclosure: Disclosure = field(default_factory=Disclosure.with_extra)
 
 
-def _timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"the timeout must be a positive number, not {text}")
-    return value
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse type from one of `settings`' checks: the same rule, the same words."""
+
+    def parse_arg(text: str) -> str:
+        try:
+            check(text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return parse_arg
 
 
-def _interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"the interval must be 0 (off) or positive, not {text}")
-    return value
+def _seconds(name: str, *, zero: bool = False) -> Callable[[str], float]:
+    def parse_arg(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        try:
+            return settings.check_seconds(name, value, zero=zero)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse_arg
 
 
-def _instance_id(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("the instance id must not be empty")
-    if len(text) > MAX_ID:
-        raise argparse.ArgumentTypeError(f"an instance id of {len(text)} characters is not one")
-    return text
+_INSTANCE_ID = _checked(lambda text: settings.check_id(text, "instance id"))
 
 
 def _nonempty(what: str) -> Callable[[str], str]:
     def check(text: str) -> str:
         if not text:
-            raise argparse.ArgumentTypeError(f"{what} must not be empty")
+            raise UsageError(f"{what} must not be empty")
         return text
 
-    return check
+    return _checked(check)
 
 
 def _path_map_spec(text: str) -> str:
@@ -127,20 +123,20 @@ def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top:
         "--address",
         metavar="PATH",
         type=_nonempty("the containerd address"),
-        default=default(env.get("CONTAINERD_ADDRESS") or DEFAULT_ADDRESS),
-        help=f"containerd's socket (default: $CONTAINERD_ADDRESS, else {DEFAULT_ADDRESS})",
+        default=default(env.get("CONTAINERD_ADDRESS") or settings.ADDRESS),
+        help=f"containerd's socket (default: $CONTAINERD_ADDRESS, else {settings.ADDRESS})",
     )
     group.add_argument(
         "--namespace",
         metavar="NS",
         type=_nonempty("the containerd namespace"),
-        default=default(env.get("CONTAINERD_NAMESPACE") or DEFAULT_NAMESPACE),
-        help=f"containerd namespace (default: $CONTAINERD_NAMESPACE, else {DEFAULT_NAMESPACE})",
+        default=default(env.get("CONTAINERD_NAMESPACE") or settings.NAMESPACE),
+        help=f"containerd namespace (default: $CONTAINERD_NAMESPACE, else {settings.NAMESPACE})",
     )
     group.add_argument(
         "--proc",
         metavar="PATH",
-        default=default("/proc"),
+        default=default(settings.PROC_ROOT),
         help="the host's proc; mounts are read from PATH/1/mountinfo when it is not /proc",
     )
     group.add_argument(
@@ -206,8 +202,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     watch.add_argument(
         "--relist-interval",
         metavar="SECONDS",
-        type=_interval,
-        default=300.0,
+        type=_seconds("the interval", zero=True),
+        default=settings.RELIST_INTERVAL,
         help="relist containerd this often to catch missed events; 0 turns it off "
         "(default: %(default)g)",
     )
@@ -216,12 +212,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         (Command.WAIT_STOP, "wait until the instance's workspace container is gone"),
     ):
         p = command(name, help, " INSTANCE_ID [--timeout SECONDS]")
-        p.add_argument("instance_id", metavar="INSTANCE_ID", type=_instance_id)
+        p.add_argument("instance_id", metavar="INSTANCE_ID", type=_INSTANCE_ID)
         p.add_argument(
             "--timeout",
             metavar="SECONDS",
-            type=_timeout,
-            default=DEFAULT_TIMEOUT,
+            type=_seconds("the timeout"),
+            default=settings.WAIT_TIMEOUT,
             help="give up (exit 1) after this long (default: %(default)g)",
         )
     ls = command(Command.LS, "list the workspaces on this node", " [--json]")
@@ -231,7 +227,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "print one workspace (by instance or container id) with its task and image as JSON",
         " ID",
     )
-    inspect.add_argument("instance_id", metavar="ID", type=_instance_id)
+    inspect.add_argument("instance_id", metavar="ID", type=_INSTANCE_ID)
     demo = command(
         Command.DEMO, "a private containerd, some workspace pods, the watcher live (root)"
     )
@@ -266,9 +262,9 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Options:
         path_map=path_map,
         log_level=ns.log_level,
         initial=getattr(ns, "initial", False),
-        relist_interval=getattr(ns, "relist_interval", 300.0),
+        relist_interval=getattr(ns, "relist_interval", settings.RELIST_INTERVAL),
         instance_id=getattr(ns, "instance_id", ""),
-        timeout=getattr(ns, "timeout", DEFAULT_TIMEOUT),
+        timeout=getattr(ns, "timeout", settings.WAIT_TIMEOUT),
         json=getattr(ns, "json", False),
         disclosure=Disclosure.with_extra(ns.show_annotation),
     )
