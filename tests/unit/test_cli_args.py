@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from watcher.cli.args import Command, parse
-from watcher.settings import WAIT_TIMEOUT as DEFAULT_TIMEOUT
 from watcher.mounts import PathMap
+from watcher.settings import WAIT_TIMEOUT as DEFAULT_TIMEOUT
 
 NO_ENV: dict[str, str] = {}
 
