@@ -3,7 +3,7 @@
     python -m benchmarks.hunt faults [--seeds 300] [--steps 300]   # random fault injection
     python -m benchmarks.hunt fuzz [--examples 20000]              # the hostile-input fuzzer
 
-Each runs the test module of CI (`tests/integration/test_random_faults.py`,
+Each runs the test module of CI (`tests/fake/test_random_faults.py`,
 `tests/property/test_hostile_input.py`) with larger numbers, through pytest, and prints one
 line of figures: what ran, how much, how many failed, how long it took. A failing fault
 scenario names its seed (replay: `WS_WATCHER_FAULT_SEED=N python -m pytest <module>`).
@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 MODULES = {
-    "faults": REPO / "tests" / "integration" / "test_random_faults.py",
+    "faults": REPO / "tests" / "fake" / "test_random_faults.py",
     "fuzz": REPO / "tests" / "property" / "test_hostile_input.py",
 }
 

@@ -15,7 +15,7 @@ cycle between the two, the relists each made after its follower got stuck (it mu
 talking to containerd), and how long each took to exit on SIGTERM. On CPython 3.12+,
 `sys.intern`ed label values were immortal: ~2.3 KB a cycle here before the fix.
 
-`tests/integration/test_soak_fake.py` runs it with fewer cycles in CI, on all three.
+`tests/fake/test_soak_fake.py` runs it with fewer cycles in CI, on all three.
 """
 
 from __future__ import annotations

@@ -12,11 +12,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .changes import Lagged
     from .errors import (
+        Code,
         ConnectError,
         ContainerdError,
+        Gone,
         NoCgroup,
         NotFound,
         NotResolved,
+        RemoteError,
+        UnknownId,
         UsageError,
         WatcherError,
     )
@@ -35,7 +39,11 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "Lagged": "changes",
+    "Code": "errors",
     "ConnectError": "errors",
+    "Gone": "errors",
+    "RemoteError": "errors",
+    "UnknownId": "errors",
     "ContainerdError": "errors",
     "NoCgroup": "errors",
     "NotFound": "errors",
@@ -60,18 +68,22 @@ _EXPORTS = {
 __all__ = [
     "GITPOD_SCHEMES",
     "ChangeKind",
+    "Code",
     "ConnectError",
     "ContainerdError",
     "Disconnected",
+    "Gone",
     "ImageInfo",
     "LabelScheme",
     "Lagged",
     "NoCgroup",
     "NotFound",
     "NotResolved",
+    "RemoteError",
     "Settings",
     "Synced",
     "TaskRecord",
+    "UnknownId",
     "UsageError",
     "Watcher",
     "WatcherError",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posixpath
 
-from watcher.errors import WatcherError
+from watcher.errors import CgroupPathError
 
 __all__ = [
     "CgroupPathError",
@@ -32,10 +32,6 @@ _DEFAULT_SLICE = "system.slice"
 _SLICE_SUFFIX = ".slice"
 # The v1 hierarchies runc always joins, best first, for a cgroup v1 `/proc/<pid>/cgroup`.
 _V1_PREFERENCE = ("name=systemd", "memory", "pids")
-
-
-class CgroupPathError(WatcherError, ValueError):
-    """A `linux.cgroupsPath` that runc would refuse, so no cgroup can be derived from it."""
 
 
 def cgroup_path_from_spec(cgroups_path: str) -> str:

@@ -45,7 +45,15 @@ from containerd_protos.services.version.v1 import version_pb2_grpc
 
 from . import decode
 from ._nursery import single_errors
-from .errors import ConnectError, ContainerdError, NotFound, ReadOnlyViolation, UsageError
+from .errors import (
+    Code,
+    ConnectError,
+    ContainerdError,
+    Gone,
+    ReadOnlyViolation,
+    RemoteError,
+    UsageError,
+)
 from .records import ContainerRecord, Envelope, ImageInfo, SnapshotMount, TaskRecord
 from .settings import ADDRESS, CALL_TIMEOUT, NAMESPACE, check_namespace, check_seconds
 
@@ -104,14 +112,14 @@ def check_address(address: str) -> str:
     path = os.path.abspath(path)
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise ConnectError(
             f"no containerd socket at {path} (is containerd running? set --address)"
-        ) from None
-    except PermissionError:
+        ) from exc
+    except PermissionError as exc:
         raise ConnectError(
             f"permission denied on {path}: its directory is not accessible (run as root?)"
-        ) from None
+        ) from exc
     if not stat.S_ISSOCK(st.st_mode):
         what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a socket"
         raise ConnectError(f"{path} is {what}, not containerd's socket (set --address)")
@@ -124,23 +132,24 @@ def check_address(address: str) -> str:
 _NOT_GRPC = ("http1.x server", "Failed parsing HTTP/2")
 
 
-def _translate(exc: grpc.RpcError, path: str, what: str) -> Exception:
-    code = exc.code() if isinstance(exc, grpc.Call) else None
+def _translate(exc: grpc.RpcError, path: str, what: str) -> RemoteError:
+    """The error a failed call means, on containerd's side; raise it `from exc`."""
+    status = exc.code() if isinstance(exc, grpc.Call) else None
+    code = Code[status.name] if status is not None else Code.UNKNOWN
     details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
-    name = code.name if code is not None else "UNKNOWN"
-    if code is grpc.StatusCode.NOT_FOUND:
-        return NotFound(f"{what}: {details}")
+    if code is Code.NOT_FOUND:
+        return Gone(f"{what}: {details}", code=code)
     if any(sign in details for sign in _NOT_GRPC):
         return ConnectError(
-            f"whatever listens at {path} is not containerd (it does not speak gRPC)"
+            f"whatever listens at {path} is not containerd (it does not speak gRPC)", code=code
         )
-    if code is grpc.StatusCode.UNAVAILABLE:
-        return ConnectError(f"containerd not answering at {path}: {details}")
-    if code is grpc.StatusCode.UNIMPLEMENTED:
-        return ConnectError(f"whatever listens at {path} is not containerd: {details}", code=name)
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return ConnectError(f"containerd at {path} did not answer {what} in time")
-    return ContainerdError(f"{what} failed: {name}: {details}", code=name)
+    if code is Code.UNAVAILABLE:
+        return ConnectError(f"containerd not answering at {path}: {details}", code=code)
+    if code is Code.UNIMPLEMENTED:
+        return ConnectError(f"whatever listens at {path} is not containerd: {details}", code=code)
+    if code is Code.DEADLINE_EXCEEDED:
+        return ConnectError(f"containerd at {path} did not answer {what} in time", code=code)
+    return ContainerdError(f"{what} failed: {code.name}: {details}", code=code)
 
 
 class _ReadOnly(
@@ -274,7 +283,7 @@ class Client:
         try:
             return future.result()
         except grpc.RpcError as exc:
-            raise _translate(exc, self.path, what) from None
+            raise _translate(exc, self.path, what) from exc
 
     async def version(self) -> Version:
         resp = await self._unary(self._version.Version, empty_pb2.Empty(), "Version")
@@ -300,7 +309,7 @@ class Client:
             self._containers.ListStream, req, "Containers.List", idle_timeout=self.call_timeout
         )
         except ConnectError as exc:
-            if exc.code != "UNIMPLEMENTED":
+            if exc.code is not Code.UNIMPLEMENTED:
                 raise
             resp = await self._unary(self._containers.List, req, "Containers.List")
             return [decode.container(c) for c in resp.containers]
@@ -353,7 +362,7 @@ class Client:
             if manifest is not None and decode.is_index(image.target.media_type, manifest):
                 chosen = decode.pick_manifest(manifest)
                 manifest = decode.manifest(await self._read_blob(chosen)) if chosen else None
-        except NotFound:
+        except Gone:
             manifest = None
         return decode.image_info(image, manifest)
 
@@ -413,7 +422,7 @@ class Client:
             call.cancel()
             raise
         except grpc.RpcError as exc:
-            raise _translate(exc, self.path, what) from None
+            raise _translate(exc, self.path, what) from exc
 
     @asynccontextmanager
     async def subscribe(self, filters: Sequence[str] | None = None) -> AsyncIterator[Events]:

@@ -15,7 +15,7 @@ import math
 from .records import WorkspaceChange
 from .settings import RELIST_GRACE
 
-log = logging.getLogger("watcher.watcher")
+log = logging.getLogger(__name__)
 
 
 

@@ -25,6 +25,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from .errors import UsageError
+
 __all__ = [
     "DEFAULT",
     "DEFAULT_ANNOTATIONS",
@@ -71,7 +73,7 @@ def looks_like_credential(key: str) -> bool:
     return any(word.lower() in _CREDENTIAL_WORDS for word in _WORD.findall(key))
 
 
-class DisclosureError(ValueError):
+class DisclosureError(UsageError, ValueError):
     """An allow-list entry that can never be honoured (empty, or a credential's key)."""
 
 

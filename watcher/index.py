@@ -238,8 +238,8 @@ class Index:
     def apply(self, event: Event) -> list[WorkspaceChange]:
         """Join the event's facts in; the resulting workspace changes, in causal order."""
         handler = _HANDLERS.get(type(event))
-        if handler is None:
-            raise UsageError(f"not an index event: {type(event).__name__}")
+        if handler is None:  # a programming error, not a caller's input
+            raise TypeError(f"not an index input: {type(event).__name__}")
         self._applied += 1
         return handler(self, event)
 

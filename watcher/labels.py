@@ -47,6 +47,7 @@ __all__ = [
     "WorkspaceIdentity",
     "match",
     "pod_labels",
+    "schemes_from_toml",
 ]
 
 
@@ -198,3 +199,79 @@ def match(
 def pod_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """The pod's own labels: without the kubelet's and CRI's bookkeeping labels."""
     return {k: v for k, v in labels.items() if not k.startswith(BOOKKEEPING_PREFIXES)}
+
+
+# --- schemes as a file -------------------------------------------------------------------
+
+_SCHEME_KEYS = {
+    "name", "require", "forbid", "instance_label", "workspace_label", "owner_label", "container",
+}  # fmt: skip
+
+
+def schemes_from_toml(text: str, source: str = "<schemes>") -> tuple[LabelScheme, ...]:
+    """Label schemes written as TOML, for platforms other than Gitpod::
+
+        [[scheme]]
+        name = "devpods"                       # reported on each workspace
+        require = { app = "devpod" }           # sandbox labels; "*" accepts any value
+        instance_label = "devpod/id"           # where the instance id is (required)
+        workspace_label = "devpod/workspace"   # optional
+        owner_label = "devpod/owner"           # optional
+        container = "main"                     # the main container (default "workspace")
+        forbid = ["devpod/paused"]             # optional: labels that must be absent
+
+    Raises:
+        UsageError: not TOML, or a scheme that cannot work; the message names `source`, the
+            scheme and the key.
+    """
+    import tomllib  # only for this: the core's import stays light
+
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{source}: not TOML: {exc}") from exc
+    unknown = set(doc) - {"scheme"}
+    if unknown:
+        raise UsageError(f"{source}: unknown top-level keys {sorted(unknown)} (use [[scheme]])")
+    entries = doc.get("scheme")
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"{source}: no [[scheme]] in it")
+    schemes = tuple(_scheme(entry, f"{source}: scheme {i + 1}") for i, entry in enumerate(entries))
+    names = [s.name for s in schemes]
+    if len(set(names)) != len(names):
+        raise UsageError(f"{source}: scheme names must differ: {names}")
+    return schemes
+
+
+def _scheme(entry: object, where: str) -> LabelScheme:
+    if not isinstance(entry, dict):
+        raise UsageError(f"{where}: not a table")
+    unknown = set(entry) - _SCHEME_KEYS
+    if unknown:
+        raise UsageError(f"{where}: unknown keys {sorted(unknown)}")
+
+    def text(key: str, *, required: bool = False) -> str | None:
+        value = entry.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{where}: {key} must be a non-empty string")
+        return value
+
+    require = entry.get("require", {})
+    if not isinstance(require, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in require.items()
+    ):
+        raise UsageError(f'{where}: require must be a table of label = "value" (or "*")')
+    forbid = entry.get("forbid", [])
+    if not isinstance(forbid, list) or not all(isinstance(k, str) and k for k in forbid):
+        raise UsageError(f"{where}: forbid must be a list of label keys")
+    return LabelScheme.generic(
+        name=text("name", required=True) or "",
+        require={k: None if v == "*" else v for k, v in require.items()},
+        instance_label=text("instance_label", required=True) or "",
+        workspace_label=text("workspace_label"),
+        owner_label=text("owner_label"),
+        container_name=text("container") or "workspace",
+        forbid=forbid,
+    )

@@ -250,4 +250,5 @@ class PodJoin:
             container_annotations=cri.annotations if cri is not None else _EMPTY,
             started_at=facts.started_at,
             exited_at=facts.exited_at,
+            scheme=identity.scheme,
         )

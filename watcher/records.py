@@ -366,6 +366,8 @@ class Workspace:
     container_annotations: Mapping[str, str] = field(default_factory=_frozen, repr=False)
     started_at: float | None = None
     exited_at: float | None = None
+    #: the name of the label scheme that made the pod a workspace ("gitpod-mk1", ...)
+    scheme: str | None = None
 
     @property
     def running(self) -> bool:

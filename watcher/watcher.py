@@ -16,7 +16,7 @@ import trio
 from ._nursery import single_errors
 from .changes import ChangeHub, ChangeStream
 from .client import Client
-from .errors import ConnectError, NoCgroup, NotFound, NotResolved, UsageError
+from .errors import ConnectError, NoCgroup, NotFound, NotResolved, UnknownId, UsageError
 from .loop import Loop
 from .records import ContainerId, ImageInfo, InstanceId, TaskRecord, Workspace
 from .settings import ADDRESS, NAMESPACE, Settings, check_id
@@ -132,13 +132,13 @@ class Watcher:
     def workspace(self, container_id: str) -> Workspace:
         ws = self._index.by_container(ContainerId(container_id))
         if ws is None:
-            raise NotFound(f"no workspace container {container_id!r} on this node")
+            raise UnknownId(f"no workspace container {container_id!r} on this node")
         return ws
 
     def instance(self, instance_id: str) -> Workspace:
         ws = self._index.by_instance(InstanceId(instance_id))
         if ws is None:
-            raise NotFound(f"no workspace instance {instance_id!r} on this node")
+            raise UnknownId(f"no workspace instance {instance_id!r} on this node")
         return ws
 
     async def container_exists(self, container_id: str) -> bool:

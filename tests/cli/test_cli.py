@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from record_builders import WORKSPACE_FIELDS as FIELDS
 
 from containerd_protos.cri.runtime.v1 import api_pb2 as cri
 from watcher.testing import (
@@ -32,15 +33,6 @@ from watcher.testing import (
 
 if TYPE_CHECKING:  # the fixtures' classes (tests/ is not a package)
     from conftest import Running, WsWatcher
-
-#: issue 5's workspace fields, then issue 7's
-FIELDS = [
-    "instance_id", "workspace_id", "owner_id", "pod_name", "pod_namespace", "pod_uid",
-    "sandbox_id", "container_id", "image", "pod_labels", "pid", "upperdir", "cgroup_path",
-    "rootfs", "exit_status", "created_at",
-    "container_name", "attempt", "state", "image_ref", "log_path", "mounts",
-    "pod_annotations", "container_annotations", "started_at", "exited_at",
-]  # fmt: skip
 
 
 def workspace_pod(pods: Pods, scheme: str, iid: str, *, sidecar: bool = False) -> Pod:
@@ -63,6 +55,7 @@ def check_workspace(obj: dict[str, Any], pod: Pod, scheme: str) -> None:
     """The fields of a workspace object for `pod`'s workspace container."""
     iid = obj["instance_id"]
     assert [k for k in obj if k not in ("event", "ts")] == FIELDS
+    assert obj["scheme"] == f"gitpod-{scheme}"  # which scheme made it a workspace
     assert obj["workspace_id"] == f"ws-{iid}"
     assert obj["owner_id"] == f"owner-{iid}"
     assert (obj["pod_name"], obj["pod_namespace"], obj["pod_uid"]) == (

@@ -413,6 +413,8 @@ def expected_containers(pods: Iterable[PodModel]) -> dict[ContainerId, Workspace
                 log_path=f"/var/log/pods/{pod.name}/workspace/{c.attempt}.log" if pod.cri else None,
                 started_at=c.started_at if c.stage >= STARTED else None,
                 exited_at=c.exited_at if ended else None,
+                # the scheme that made it a workspace (early mk2 pods are mk2's too)
+                scheme="gitpod-mk1" if pod.kind == "mk1" else "gitpod-mk2",
             )
     return out
 

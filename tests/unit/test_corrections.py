@@ -5,32 +5,19 @@ from __future__ import annotations
 import logging
 
 import pytest
+from record_builders import workspace
 
 from watcher.corrections import Corrections
 from watcher.records import (
     ChangeKind,
     ContainerId,
     InstanceId,
-    SandboxId,
-    Workspace,
     WorkspaceChange,
 )
 
 
 def _change(cid: str) -> WorkspaceChange:
-    ws = Workspace(
-        instance_id=InstanceId("i-" + cid),
-        workspace_id=None,
-        owner_id=None,
-        pod_name="p",
-        pod_namespace="default",
-        pod_uid="u",
-        sandbox_id=SandboxId("s"),
-        container_id=ContainerId(cid),
-        image="img",
-        pod_labels={},
-        created_at=None,
-    )
+    ws = workspace(instance_id=InstanceId("i-" + cid), container_id=ContainerId(cid))
     return WorkspaceChange(kind=ChangeKind.REMOVED, ts=0.0, workspace=ws)
 
 

@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Iterable, Mapping
 
 import pytest
+from record_builders import container_record, sandbox_record
 
 from watcher.errors import UsageError
 from watcher.index import Index
@@ -18,8 +19,6 @@ from watcher.records import (
     ContainerId,
     ContainerRecord,
     ContainerSeen,
-    CriContainerMeta,
-    CriSandboxMeta,
     Event,
     InstanceId,
     LogChecked,
@@ -27,7 +26,6 @@ from watcher.records import (
     Mount,
     Relisted,
     Resolved,
-    SandboxId,
     Synced,
     TaskCreated,
     TaskDeleted,
@@ -39,37 +37,11 @@ from watcher.records import (
     WorkspaceChange,
     WorkspaceState,
 )
+from watcher.testing.labels import mk1_labels, mk2_labels
 
-MK1 = {
-    "app": "gitpod",
-    "component": "workspace",
-    "workspaceType": "regular",
-    "owner": "owner-1",
-    "gpwsman": "true",
-    "workspaceID": "inst-1",
-    "metaID": "ws-1",
-    "headless": "false",
-}
-MK2 = {
-    "app": "gitpod",
-    "component": "workspace",
-    "workspaceType": "regular",
-    "owner": "owner-2",
-    "gitpod.io/managed-by": "ws-manager-mk2",
-    "workspaceID": "inst-2",
-    "metaID": "ws-2",
-    "gitpod.io/instanceID": "inst-2",
-    "gitpod.io/headless": "false",
-}
+MK1 = mk1_labels("inst-1", "ws-1", "owner-1")
+MK2 = mk2_labels("inst-2", "ws-2", "owner-2")
 UPPER = "/var/lib/containerd/snapshots/7/fs"
-
-
-def pod_meta(uid: str, name: str) -> dict[str, str]:
-    return {
-        "io.kubernetes.pod.name": name,
-        "io.kubernetes.pod.namespace": "default",
-        "io.kubernetes.pod.uid": uid,
-    }
 
 
 def sandbox(
@@ -82,20 +54,15 @@ def sandbox(
     attempt: int = 0,
     annotations: Mapping[str, str] | None = None,
 ) -> ContainerRecord:
-    return ContainerRecord(
-        id=ContainerId(sid),
-        labels={**pod_meta(uid, pod), **labels, "io.cri-containerd.kind": "sandbox"},
-        image="pause:3",
-        snapshotter="overlayfs",
-        snapshot_key=sid,
+    return sandbox_record(
+        sid,
+        uid=uid,
+        pod=pod,
+        labels=labels,
         created_at=created_at,
-        cri_sandbox=CriSandboxMeta(
-            name=pod,
-            namespace="default",
-            uid=uid,
-            attempt=attempt,
-            annotations=annotations or {},
-        ),
+        image="pause:3",
+        attempt=attempt,
+        annotations=annotations,
     )
 
 
@@ -112,31 +79,19 @@ def container(
     cri: bool = True,
     annotations: Mapping[str, str] | None = None,
 ) -> ContainerRecord:
-    return ContainerRecord(
-        id=ContainerId(cid),
-        labels={
-            **pod_meta(uid, pod),
-            "io.kubernetes.container.name": name,
-            "io.cri-containerd.kind": "container",
-        },
-        image="docker.io/gitpod/workspace-full:latest",
-        snapshotter="overlayfs",
-        snapshot_key=cid,
+    return container_record(
+        cid,
+        sid=sid,
+        uid=uid,
+        pod=pod,
         created_at=created_at,
+        name=name,
+        attempt=attempt,
+        image_ref="sha256:abc",
         cgroup_path=cgroup_path if cgroup_path is not None else f"/kubepods/pod{uid}/{cid}",
         mounts=(Mount(destination="/workspace", source="/var/gitpod/ws", type="bind"),),
-        cri_container=(
-            CriContainerMeta(
-                name=name,
-                attempt=attempt,
-                sandbox_id=SandboxId(sid) if sid is not None else None,
-                image_ref="sha256:abc",
-                log_path=f"/var/log/pods/{pod}/{name}/{attempt}.log",
-                annotations=annotations or {},
-            )
-            if cri
-            else None
-        ),
+        cri=cri,
+        annotations=annotations,
     )
 
 
@@ -838,7 +793,7 @@ def test_sandbox_relabelled_out_of_scheme_removes_its_workspaces() -> None:
 
 
 def test_not_an_event_is_refused() -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(TypeError):  # a programming error, not a caller's input
         Index().apply(Synced(ts=1.0, workspaces=0, initial=True))  # type: ignore[arg-type]
 
 

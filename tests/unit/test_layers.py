@@ -8,12 +8,16 @@
   join (the index composes them);
 * resolution answers needs and knows nothing of the index; the loop ferries between them;
 * protobuf stops at `decode` (and the client and the test rig that speak the wire);
-* grpc is imported by `client` only (and the test rig's servers and CRI client).
+* grpc is imported by `client` only (and the test rig's servers and CRI client);
+* the shipped demo takes the rig from `watcher.testing.rig`, and importing it loads no pytest
+  and nothing of the test suite's tooling (the fake containerd, the fixtures, `watching`).
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +114,34 @@ def test_the_index_rooms_serve_the_index_only() -> None:
 )
 def test_each_index_room_keeps_to_its_concern(room: str, unknown: set[str]) -> None:
     assert internal(PACKAGE / f"{room}.py") & unknown == set()
+
+
+#: what a shipped program must not load: pytest and the test suite's tooling
+TEST_TOOLING = ("pytest", "_pytest", "watcher.testing.fake", "watcher.testing.fixtures",
+                "watcher.testing.watching")  # fmt: skip
+
+
+def test_the_demo_takes_the_rig_from_its_module_for_programs() -> None:
+    tree = ast.parse((PACKAGE / "cli" / "demo.py").read_text())
+    used = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("watcher.testing")
+    }
+    assert used == {"watcher.testing.rig"}
+
+
+def test_pytest_only_in_the_fixtures() -> None:
+    users = {str(m.relative_to(PACKAGE)) for m in modules() if "pytest" in imported(m)}
+    assert users == {"testing/fixtures.py"}
+
+
+def test_the_cli_loads_no_test_tooling() -> None:
+    code = (
+        "import sys, watcher.cli, watcher.cli.demo\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({TEST_TOOLING!r})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout

@@ -6,6 +6,8 @@ import json
 from dataclasses import replace
 
 import pytest
+from record_builders import CID, RUN, STATE, workspace
+from record_builders import WORKSPACE_FIELDS as FIELDS
 
 from watcher.changes import Lagged
 from watcher.cli import output
@@ -17,59 +19,10 @@ from watcher.records import (
     ContainerId,
     Disconnected,
     InstanceId,
-    Mount,
-    SandboxId,
     Synced,
-    Workspace,
     WorkspaceChange,
     WorkspaceState,
 )
-
-#: the workspace object, in order: issue 5's fields, then issue 7's
-FIELDS = [
-    "instance_id", "workspace_id", "owner_id", "pod_name", "pod_namespace", "pod_uid",
-    "sandbox_id", "container_id", "image", "pod_labels", "pid", "upperdir", "cgroup_path",
-    "rootfs", "exit_status", "created_at",
-    "container_name", "attempt", "state", "image_ref", "log_path", "mounts",
-    "pod_annotations", "container_annotations", "started_at", "exited_at",
-]  # fmt: skip
-CID = "0123456789abcdef" * 4
-STATE = "/var/lib/containerd"
-RUN = "/run/containerd"
-
-
-def workspace(**changes: object) -> Workspace:
-    ws = Workspace(
-        instance_id=InstanceId("inst-1"),
-        workspace_id="ws-1",
-        owner_id="owner-1",
-        pod_name="ws-inst-1",
-        pod_namespace="default",
-        pod_uid="uid-1",
-        sandbox_id=SandboxId("f" * 64),
-        container_id=ContainerId(CID),
-        image="localhost/ws:1",
-        pod_labels={"gpwsman": "true", "workspaceID": "inst-1"},
-        created_at=1_700_000_000.25,
-        state=WorkspaceState.RUNNING,
-        pid=4242,
-        upperdir=f"{STATE}/io.containerd.snapshotter.v1.overlayfs/snapshots/7/fs",
-        cgroup_path="/kubepods/besteffort/poduid-1/" + CID,
-        rootfs=f"{RUN}/io.containerd.runtime.v2.task/k8s.io/{CID}/rootfs",
-        container_name="workspace",
-        attempt=0,
-        image_ref="sha256:" + "a" * 64,
-        log_path="/var/log/pods/default_ws-inst-1_uid-1/workspace/0.log",
-        mounts=(
-            Mount(destination="/proc", source="proc", type="proc"),
-            Mount(destination="/workspace", source=f"{STATE}/vols/w", type="bind"),
-            Mount(destination="/etc/hosts", source="/etc/hosts", type="bind"),
-        ),
-        pod_annotations={"a": "1"},
-        container_annotations={"io.kubernetes.container.restartCount": "0"},
-        started_at=1_700_000_001.5,
-    )
-    return replace(ws, **changes)  # type: ignore[arg-type]
 
 
 def test_workspace_object_has_exactly_the_contract_fields_in_order() -> None:

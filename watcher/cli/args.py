@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from watcher import settings
 from watcher.disclosure import Disclosure, DisclosureError, check_entry
 from watcher.errors import UsageError
+from watcher.labels import GITPOD_SCHEMES, LabelScheme, schemes_from_toml
 from watcher.mounts import PathMap, PathMapError
 
 __all__ = ["Command", "Options", "build_parser", "parse"]
@@ -56,6 +57,8 @@ class Options:
     timeout: float = settings.WAIT_TIMEOUT
     #: ls
     json: bool = False
+    #: what makes a pod a workspace: --schemes, then Gitpod's (unless --no-gitpod-schemes)
+    schemes: tuple[LabelScheme, ...] = GITPOD_SCHEMES
     #: which annotations may be printed (the default allow-list plus --show-annotation)
     disclosure: Disclosure = field(default_factory=Disclosure.with_extra)
 
@@ -97,6 +100,25 @@ def _nonempty(what: str) -> Callable[[str], str]:
         return text
 
     return _checked(check)
+
+
+def _schemes(path: str | None, *, gitpod: bool) -> tuple[LabelScheme, ...]:
+    """The schemes of the `--schemes` file (read here: a mistake is exit 2, before anything
+    connects anywhere), then Gitpod's unless told not to."""
+    own: tuple[LabelScheme, ...] = ()
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise UsageError(f"--schemes {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"--schemes {path}: not UTF-8 text ({exc})") from exc
+        own = schemes_from_toml(text, f"--schemes {path}")
+    schemes = own + (GITPOD_SCHEMES if gitpod else ())
+    if not schemes:
+        raise UsageError("--no-gitpod-schemes needs --schemes FILE: nothing would be a workspace")
+    return schemes
 
 
 def _path_map_spec(text: str) -> str:
@@ -147,6 +169,19 @@ def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top:
         default=default([]),
         help="rewrite the host path prefix HOST to LOCAL in upperdir, rootfs and bind mount "
         "sources (repeatable)",
+    )
+    group.add_argument(
+        "--schemes",
+        metavar="FILE",
+        default=default(None),
+        help="a TOML file of label schemes that make other pods workspaces (see the README: "
+        "Custom schemes); they are tried before Gitpod's",
+    )
+    group.add_argument(
+        "--no-gitpod-schemes",
+        action="store_true",
+        default=default(False),
+        help="do not recognise Gitpod's workspace pods (only those of --schemes)",
     )
     group.add_argument(
         "--show-annotation",
@@ -254,6 +289,10 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Options:
         parser.error(str(exc))
     if not os.path.isdir(ns.proc):
         parser.error(f"--proc {ns.proc}: not a directory")
+    try:
+        schemes = _schemes(ns.schemes, gitpod=not ns.no_gitpod_schemes)
+    except UsageError as exc:
+        parser.error(str(exc))
     return Options(
         command=Command(ns.command),
         address=ns.address,
@@ -267,4 +306,5 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Options:
         timeout=getattr(ns, "timeout", settings.WAIT_TIMEOUT),
         json=getattr(ns, "json", False),
         disclosure=Disclosure.with_extra(ns.show_annotation),
+        schemes=schemes,
     )

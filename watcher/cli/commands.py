@@ -58,6 +58,7 @@ def settings_of(opts: Options) -> Settings:
         proc_root=opts.proc,
         path_map=opts.path_map,
         relist_interval=opts.relist_interval,
+        schemes=opts.schemes,
     )
 
 

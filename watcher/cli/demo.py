@@ -4,7 +4,7 @@ The story, told on stdout as it happens (the watcher's changes in the human form
 `watch` prints, between short narration lines):
 
 1. install containerd, runc and busybox-static with apt-get when missing (see "Installing"
-   below); start a private containerd (the test rig, `watcher.testing`) under a fresh
+   below); start a private containerd (the rig, `watcher.testing.rig`: no pytest) under a fresh
    /tmp/wsw-* dir;
 2. start a watcher on it; create two mk1 and two mk2 workspace pods (one with a sidecar) and
    one unrelated pod: `created` and `running` for each workspace, nothing for the rest. The
@@ -51,7 +51,7 @@ from trio_util import AsyncValue
 
 from watcher.errors import UsageError
 from watcher.records import Change, Disconnected, Synced, WorkspaceChange
-from watcher.testing import (
+from watcher.testing.rig import (
     NAMESPACE,
     ContainerSpec,
     Pod,
@@ -59,11 +59,10 @@ from watcher.testing import (
     PrivateContainerd,
     RigError,
     host,
+    missing_packages,
     mk1_labels,
     mk2_labels,
 )
-from watcher.testing.host import PACKAGES
-from watcher.testing.image import BUSYBOX
 from watcher.watcher import Settings, Watcher
 
 from . import output
@@ -308,14 +307,6 @@ def _lines_to(say: Emit) -> Write:
 
 
 # -- installing what the rig needs -----------------------------------------------------------
-
-
-def missing_packages() -> list[str]:
-    """The Debian packages the rig needs and this host lacks (what the rig would install)."""
-    missing = sorted({pkg for exe, pkg in PACKAGES.items() if shutil.which(exe) is None})
-    if not BUSYBOX.is_file():
-        missing.append("busybox-static")
-    return missing
 
 
 async def _install(packages: Sequence[str], say: Emit, narrate: Callable[[str], None]) -> None:

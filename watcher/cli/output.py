@@ -1,4 +1,4 @@
-"""What the CLI prints: the JSON contract of issue 5 (+ issue 7's fields), the `ls` table and
+"""What the CLI prints: the JSON contract of `watch`, `wait`, `ls` and `inspect`, the `ls` table and
 the demo's human-readable lines.
 
 Pure functions from records to strings and JSON-ready dicts: no I/O, no clock (the caller
@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterable
 from typing import TypeAlias
 
-from watcher import labels
 from watcher.changes import Lagged
 from watcher.disclosure import DEFAULT, Disclosure, without_credentials
 from watcher.mounts import PathMap
@@ -65,7 +64,7 @@ def _mapped(path: str | None, path_map: PathMap) -> str | None:
 def workspace_json(
     ws: Workspace, path_map: PathMap | None = None, disclosure: Disclosure = DEFAULT
 ) -> JSON:
-    """The workspace object of issue 5, in its order, then issue 7's fields.
+    """The workspace object, its fields in the order of the README's contract.
 
     Annotations are those `disclosure` allows; labels lose credential-like keys.
     """
@@ -87,7 +86,7 @@ def workspace_json(
         "rootfs": _mapped(ws.rootfs, pm),
         "exit_status": ws.exit_status,
         "created_at": ws.created_at,
-        # issue 7
+        # the richer record: CRI's metadata, the OCI spec, the task's times
         "container_name": ws.container_name,
         "attempt": ws.attempt,
         "state": ws.state.value,
@@ -98,6 +97,7 @@ def workspace_json(
         "container_annotations": dict(disclosure.annotations(ws.container_annotations)),
         "started_at": ws.started_at,
         "exited_at": ws.exited_at,
+        "scheme": ws.scheme,
     }
 
 
@@ -184,9 +184,7 @@ def pretty_change(change: Change | Lagged, path_map: PathMap | None = None) -> s
         f"{ws.pod_namespace}/{ws.pod_name}  container {ws.container_id[:SHORT_ID]}"
     )
     if event == "created":
-        ident = labels.match(ws.pod_labels)
-        scheme = ident.scheme if ident is not None else "?"
-        return f"{head}  ({scheme}: workspace {ws.workspace_id}, owner {ws.owner_id})"
+        return f"{head}  ({ws.scheme}: workspace {ws.workspace_id}, owner {ws.owner_id})"
     if event == "running":
         return f"{head}  pid {ws.pid}  upperdir {_mapped(ws.upperdir, pm)}"
     if event == "exited":

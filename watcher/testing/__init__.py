@@ -9,33 +9,11 @@ Synopsis::
         ...  # point the watcher at ctrd.address
         ctrd.kill9(); ctrd.start()  # the containerd-restart case
 
-pytest users: ``from watcher.testing.fixtures import containerd, pods`` in a ``conftest.py``.
+pytest users: ``from watcher.testing.fixtures import containerd, pods`` in a ``conftest.py``;
+programs (the demo): ``watcher.testing.rig``, which imports no pytest. The fake containerd:
+``watcher.testing.fake``.
 Needs root, Linux, and containerd + runc + busybox-static (apt-installed when missing).
 """
 
-from .containerd import NAMESPACE, PrivateContainerd, reclaim_stale
-from .cri_client import CRIClient
-from .errors import CRIError, RigError
-from .host import ensure_installed
-from .image import PAUSE_IMAGE, WORKSPACE_IMAGE, ImageDef, build_image_layout
-from .labels import mk1_labels, mk2_labels
-from .pods import ContainerSpec, Pod, Pods
-
-__all__ = [
-    "NAMESPACE",
-    "PAUSE_IMAGE",
-    "WORKSPACE_IMAGE",
-    "CRIClient",
-    "CRIError",
-    "ContainerSpec",
-    "ImageDef",
-    "Pod",
-    "Pods",
-    "PrivateContainerd",
-    "RigError",
-    "build_image_layout",
-    "ensure_installed",
-    "mk1_labels",
-    "mk2_labels",
-    "reclaim_stale",
-]
+from .rig import *  # noqa: F403  (the rig's names, gathered once in `rig`)
+from .rig import __all__ as __all__

@@ -9,7 +9,12 @@ Synopsis::
     # cleanup(): containerd, shims, containers, mounts, cgroups and the base dir are gone
 
 Why a private one: the watcher must be tested against the real thing (CRI labels, snapshots,
-events, restarts), without touching a containerd the host may run. Blocking calls are fine
+events, restarts), without touching a containerd the host may run.
+
+Which containerd: the binaries of ``$WS_WATCHER_CONTAINERD_BIN`` (containerd, its runc shim,
+ctr), else the system's; ``python -m watcher.testing.versions fetch 2.1`` makes such a dir
+(see ``versions``). containerd runs with that dir first on its ``PATH``, so the shims it
+starts are of its own version. Blocking calls are fine
 here: this is test infrastructure, run around (not inside) the code under test.
 
 Trust: the rig runs as root and ``reclaim_stale()`` cleans up dirs in ``/tmp``, where anyone
@@ -40,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from . import host
+from . import host, versions
 from .config import DEFAULT_SNAPSHOTTER, render_config
 from .cri_client import CRIClient
 from .errors import CRIError, RigError
@@ -89,6 +94,8 @@ class PrivateContainerd:
             (pause) image.
         snapshotter: CRI's snapshotter, and the one images are imported into: ``overlayfs``,
             or ``native`` for a node without an overlay upper layer.
+        binaries: the directory of ``containerd``, ``containerd-shim-runc-v2`` and ``ctr``;
+            default ``$WS_WATCHER_CONTAINERD_BIN``, else the system's (on ``PATH``).
     """
 
     def __init__(
@@ -97,8 +104,10 @@ class PrivateContainerd:
         *,
         images: tuple[ImageDef, ...] = DEFAULT_IMAGES,
         snapshotter: str = DEFAULT_SNAPSHOTTER,
+        binaries: Path | None = None,
     ) -> None:
         host.require_root()
+        self.binaries = binaries if binaries is not None else versions.bin_dir()
         self.base = _own_base(base)
         self.socket = self.base / "containerd.sock"
         if len(str(self.socket)) + len(".ttrpc") > MAX_SOCKET_PATH:
@@ -130,6 +139,11 @@ class PrivateContainerd:
         return proc.pid if proc is not None and proc.poll() is None else None
 
     @property
+    def version(self) -> versions.Version:
+        """The version of the containerd this rig runs (``containerd --version``)."""
+        return versions.version_of(self.binaries)
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -141,11 +155,12 @@ class PrivateContainerd:
         """
         if self.running:
             raise RigError("containerd is already running")
-        host.ensure_installed()
+        host.ensure_installed(self.binaries)
         sandbox_image = self.images[0].ref if self.images else PAUSE_IMAGE
         config = render_config(
-            self.base, self.socket, sandbox_image=sandbox_image, snapshotter=self.snapshotter
-        )
+            self.base, self.socket, sandbox_image=sandbox_image, snapshotter=self.snapshotter,
+            version=self.version,
+        )  # fmt: skip
         self.config_path.write_text(config)
         for sub in ("cni/bin", "cni/conf", "opt", "runc"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
@@ -154,7 +169,8 @@ class PrivateContainerd:
             _write_private(self.base / MADE_PARENTS_FILE, f"/{NAMESPACE}\n", append=True)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                ["containerd", "--config", str(self.config_path)],
+                [versions.tool("containerd", self.binaries), "--config", str(self.config_path)],
+                env=versions.tool_env(self.binaries),  # its shims: of its own version
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # our ^C / process group signals must not reach it
             )  # fmt: skip
@@ -211,8 +227,9 @@ class PrivateContainerd:
     # -- tools ----------------------------------------------------------------------------
 
     def ctr(self, *args: str, namespace: str = NAMESPACE) -> str:
-        """Run ``ctr -a SOCKET -n NAMESPACE ARGS...``; return its stdout (raise on failure)."""
-        cmd = ["ctr", "-a", self.address, "-n", namespace, *args]
+        """Run ``ctr -a SOCKET -n NAMESPACE ARGS...`` (this containerd's own ``ctr``); return its
+        stdout (raise on failure)."""
+        cmd = [versions.tool("ctr", self.binaries), "-a", self.address, "-n", namespace, *args]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RigError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
@@ -348,10 +365,12 @@ class PrivateContainerd:
         """SIGKILL what is tied to this base: a containerd on its config and shims on its
         socket (command lines, run as us), what the shims run (their descendants: they are the
         containers' subreaper), and whatever is in ``cgroups``."""
-        config = ["containerd", "--config", str(self.config_path)]
+        config = ["--config", str(self.config_path)]  # whichever binary: any version's
         ctrd = host.identify(
-            p for p in host.pids() if host.cmdline(p) == config and host.runs_as_us(p)
-        )
+            p for p in host.pids()
+            if (argv := host.cmdline(p))[1:] == config and Path(argv[0]).name == "containerd"
+            and host.runs_as_us(p)
+        )  # fmt: skip
         host.kill_identified(ctrd)  # first: a live containerd would start shims anew
         shims = host.identify(host.shims_of(self.address))
         victims = {
@@ -399,7 +418,8 @@ class PrivateContainerd:
         self.cleanup()
 
     def __repr__(self) -> str:
-        return f"<PrivateContainerd {self.address} {self.snapshotter} pid={self.pid}>"
+        where = self.binaries or "system"
+        return f"<PrivateContainerd {self.address} {self.snapshotter} {where} pid={self.pid}>"
 
 
 def reclaim_stale(parent: Path = Path("/tmp")) -> list[Path]:

@@ -36,10 +36,15 @@ def require_root() -> None:
         raise RigError("the containerd test rig needs root (it runs containerd, runc, mounts)")
 
 
-def ensure_installed() -> None:
-    """apt-get install containerd, runc and busybox-static when any of them is missing."""
+def ensure_installed(binaries: Path | None = None) -> None:
+    """apt-get install containerd, runc and busybox-static when any of them is missing.
+
+    With ``binaries`` (a directory of another containerd version, see ``versions``) the
+    containerd package is not needed: runc and busybox-static still are.
+    """
     require_root()
-    missing = sorted({pkg for exe, pkg in PACKAGES.items() if shutil.which(exe) is None})
+    wanted = {exe: pkg for exe, pkg in PACKAGES.items() if binaries is None or pkg != "containerd"}
+    missing = sorted({pkg for exe, pkg in wanted.items() if shutil.which(exe) is None})
     if not Path("/bin/busybox").is_file():
         missing.append("busybox-static")
     if not missing:

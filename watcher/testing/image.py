@@ -36,8 +36,9 @@ _MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 _MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 _CREATED = "2024-01-01T00:00:00Z"  # fixed: the same inputs give the same image ids
-_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
            "s390x": "s390x", "riscv64": "riscv64"}  # fmt: skip
+"""``platform.machine()`` → the architecture's name in OCI (Go's ``GOARCH``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,7 +108,7 @@ def build_image_layout(
     blobs: dict[str, bytes] = {}
     layer = busybox_layer(busybox)
     layer_desc = _blob(blobs, layer, _MEDIA_LAYER)
-    arch = _GOARCH.get(platform.machine(), platform.machine())
+    arch = GOARCH.get(platform.machine(), platform.machine())
     manifests = []
     for image in images:
         config = {

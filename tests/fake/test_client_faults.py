@@ -5,8 +5,7 @@ reached or does not answer in time, `NotFound`, `ContainerdError` with the gRPC 
 the rest; bad events become envelopes without an event and the stream goes on. Every wait is
 bounded by `trio.fail_after`, so a hang fails the test instead of the suite.
 
-No root or real containerd is needed here (the directory's conftest marks these tests
-`containerd` all the same).
+No root or real containerd is needed here: the fake only (tests/fake runs alone).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import trio
 
 from containerd_protos.events import task_pb2 as task_events
 from watcher.client import Client, open_client
-from watcher.errors import ConnectError, ContainerdError, NotFound
+from watcher.errors import Code, ConnectError, ContainerdError, NotFound
 from watcher.records import Envelope, TaskCreated, TaskStarted
 from watcher.testing.fake import FakeContainerd, FakePod, Rpc, mk2_labels
 
@@ -123,7 +122,7 @@ async def test_internal_is_containerd_error_with_code(fake: FakeContainerd, clie
     fake.fail(Rpc.CONTAINERS_LIST_STREAM, grpc.StatusCode.INTERNAL, details="boltdb on fire")
     with pytest.raises(ContainerdError, match="boltdb on fire") as info:
         await client.list_containers()
-    assert info.value.code == "INTERNAL"
+    assert info.value.code is Code.INTERNAL
     assert not isinstance(info.value, ConnectError | NotFound)
 
 

@@ -7,8 +7,7 @@ that never exists (it must still be waiting at the end) next to the waits it exp
 
 No sleeping for synchronisation: waits are on the watcher (`wait_until`, the `Synced` count),
 or on the fake (`fake.wait_until`, e.g. for the calls of a relist), all under `trio.fail_after`.
-No root or real containerd is needed (the directory's conftest marks these `containerd` all the
-same).
+No root or real containerd is needed: the fake only (tests/fake runs alone).
 """
 
 from __future__ import annotations
