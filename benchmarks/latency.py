@@ -301,6 +301,7 @@ def _only_child(pid: int, timeout: float = 30.0) -> int:
 
 def run(config: Config | None = None) -> dict[str, Any]:
     from watcher.testing import PrivateContainerd
+    from watcher.testing.versions import tool
 
     config = config or Config()
     loads = ([(ONE_AT_A_TIME, config.one, 1)] if config.one else []) + [
@@ -309,7 +310,7 @@ def run(config: Config | None = None) -> dict[str, Any]:
     runs: list[Run] = []
     with PrivateContainerd() as ctrd:
         address = ctrd.address
-        ctr = ["ctr", "-a", address, "events"]
+        ctr = [tool("ctr", ctrd.binaries), "-a", address, "events"]  # containerd's own ctr
         with (
             Lines(stamped(ctr), prestamped=True) as ctr1,
             Lines(stamped(ctr), prestamped=True) as ctr2,
