@@ -311,7 +311,7 @@ def _probe_main(address: str) -> None:
     import trio
 
     from watcher import open_watcher
-    from watcher.records import Synced, WorkspaceChange
+    from watcher.published import Synced, WorkspaceChange
 
     async def main() -> None:
         async with open_watcher(address) as w:

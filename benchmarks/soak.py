@@ -30,8 +30,7 @@ from typing import TypeVar
 import trio
 import trio.testing
 
-from watcher.changes import Lagged
-from watcher.records import ChangeKind, Disconnected, InstanceId, WorkspaceChange
+from watcher.published import ChangeKind, Disconnected, InstanceId, Lagged, WorkspaceChange
 from watcher.testing import labels
 from watcher.testing.containerd import PrivateContainerd
 from watcher.testing.pods import Pod, Pods

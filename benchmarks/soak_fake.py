@@ -21,6 +21,7 @@ talking to containerd), and how long each took to exit on SIGTERM. On CPython 3.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -66,7 +67,12 @@ class SoakResult:
 
 
 def interpreter(version: str) -> str:
-    """A python of `version` with this package installed (a venv made on first use)."""
+    """A python of `version` running this checkout's code (a venv made on first use).
+
+    The package is installed editable, so the venv runs the code as it is now; it is
+    installed again whenever `pyproject.toml` changed (a new dependency), which a stamp in
+    the venv tells.
+    """
     if sys.version.startswith(version + "."):
         return sys.executable
     venv = VENVS / version
@@ -78,9 +84,14 @@ def interpreter(version: str) -> str:
             raise SystemExit(f"no CPython {version} under {base} (pyenv install {version})")
         print(f"soak: making a venv of CPython {version} at {venv} ...", file=sys.stderr)
         subprocess.run([str(found[-1]), "-m", "venv", str(venv)], check=True)
+    stamp = venv / "ws-watcher.stamp"
+    wanted = f"{REPO}\n{hashlib.sha256((REPO / 'pyproject.toml').read_bytes()).hexdigest()}"
+    if not stamp.exists() or stamp.read_text() != wanted:
+        print(f"soak: installing this checkout into {venv} ...", file=sys.stderr)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", str(REPO)], check=True,
+            [str(python), "-m", "pip", "install", "-q", "-e", str(REPO)], check=True,
         )  # fmt: skip
+        stamp.write_text(wanted)
     return str(python)
 
 

@@ -27,7 +27,7 @@ def index_events(pods: int = PODS) -> list[Any]:
     from dataclasses import replace
 
     from watcher import decode
-    from watcher.records import ContainerChanged, ContainerSeen
+    from watcher.inputs import ContainerChanged, ContainerSeen
     from watcher.testing.fake import FakeContainerd
     from watcher.testing.labels import mk2_labels
 
@@ -66,7 +66,7 @@ def pipeline_rate(synth: int = SYNTH) -> dict[str, float]:
     import trio
 
     from watcher import open_watcher
-    from watcher.records import ChangeKind, WorkspaceChange
+    from watcher.published import ChangeKind, WorkspaceChange
 
     with fake_server() as (fake, address):
         fake.ask(f"synth {synth}")

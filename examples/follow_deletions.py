@@ -17,8 +17,7 @@ import time
 
 import trio
 
-from watcher.changes import Lagged
-from watcher.records import ChangeKind, Disconnected, Synced, WorkspaceChange
+from watcher.published import ChangeKind, Disconnected, Lagged, Synced, WorkspaceChange
 from watcher.watcher import open_watcher
 
 

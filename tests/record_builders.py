@@ -13,17 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from watcher.records import (
+from watcher.containerd_records import (
     ContainerId,
     ContainerRecord,
     CriContainerMeta,
     CriSandboxMeta,
-    InstanceId,
-    Mount,
     SandboxId,
-    Workspace,
-    WorkspaceState,
+    SpecMount,
 )
+from watcher.published import InstanceId, Workspace, WorkspaceState
 from watcher.testing.labels import kubelet_labels
 
 #: an app container's image
@@ -97,7 +95,7 @@ def container_record(
     image: str = IMAGE,
     image_ref: str = "sha256:feed",
     cgroup_path: str | None = None,
-    mounts: tuple[Mount, ...] = (),
+    mounts: tuple[SpecMount, ...] = (),
     cri: bool = True,
     annotations: Mapping[str, str] | None = None,
 ) -> ContainerRecord:
@@ -156,9 +154,9 @@ def workspace(**changes: object) -> Workspace:
         image_ref="sha256:" + "a" * 64,
         log_path="/var/log/pods/default_ws-inst-1_uid-1/workspace/0.log",
         mounts=(
-            Mount(destination="/proc", source="proc", type="proc"),
-            Mount(destination="/workspace", source=f"{STATE}/vols/w", type="bind"),
-            Mount(destination="/etc/hosts", source="/etc/hosts", type="bind"),
+            SpecMount(destination="/proc", source="proc", type="proc"),
+            SpecMount(destination="/workspace", source=f"{STATE}/vols/w", type="bind"),
+            SpecMount(destination="/etc/hosts", source="/etc/hosts", type="bind"),
         ),
         pod_annotations={"a": "1"},
         container_annotations={"io.kubernetes.container.restartCount": "0"},

@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .changes import Lagged
+    from .containerd_records import ImageInfo, TaskRecord
     from .errors import (
         Code,
         ConnectError,
@@ -25,12 +25,11 @@ if TYPE_CHECKING:
         WatcherError,
     )
     from .labels import GITPOD_SCHEMES, LabelScheme
-    from .records import (
+    from .published import (
         ChangeKind,
         Disconnected,
-        ImageInfo,
+        Lagged,
         Synced,
-        TaskRecord,
         Workspace,
         WorkspaceChange,
         WorkspaceState,
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
     from .watcher import Settings, Watcher, open_watcher
 
 _EXPORTS = {
-    "Lagged": "changes",
+    "Lagged": "published",
     "Code": "errors",
     "ConnectError": "errors",
     "Gone": "errors",
@@ -52,14 +51,14 @@ _EXPORTS = {
     "WatcherError": "errors",
     "GITPOD_SCHEMES": "labels",
     "LabelScheme": "labels",
-    "ChangeKind": "records",
-    "Disconnected": "records",
-    "ImageInfo": "records",
-    "Synced": "records",
-    "TaskRecord": "records",
-    "Workspace": "records",
-    "WorkspaceChange": "records",
-    "WorkspaceState": "records",
+    "ChangeKind": "published",
+    "Disconnected": "published",
+    "ImageInfo": "containerd_records",
+    "Synced": "published",
+    "TaskRecord": "containerd_records",
+    "Workspace": "published",
+    "WorkspaceChange": "published",
+    "WorkspaceState": "published",
     "Settings": "watcher",
     "Watcher": "watcher",
     "open_watcher": "watcher",

@@ -19,28 +19,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import trio
 
-from .records import Change
+from .metrics import Metrics
+from .published import Change, Lagged
 from .settings import CHANGE_BUFFER
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Lagged:
-    """This follower was too slow: `missed` changes before this one were dropped."""
-
-    ts: float
-    missed: int
 
 
 class ChangeStream:
     """One follower's view: an async iterator of `Change` (and `Lagged`) objects."""
 
-    def __init__(self, buffer: int) -> None:
+    def __init__(self, buffer: int, metrics: Metrics) -> None:
         self._queue: deque[Change | Lagged] = deque()
         self._buffer = buffer
+        self._metrics = metrics
         self._missed = 0
         self._lot = trio.lowlevel.ParkingLot()
         self._closed = False
@@ -48,7 +41,9 @@ class ChangeStream:
     def _push(self, change: Change) -> None:
         if len(self._queue) >= self._buffer:
             dropped = self._queue.popleft()
-            self._missed += 0 if isinstance(dropped, Lagged) else 1
+            if not isinstance(dropped, Lagged):
+                self._missed += 1
+                self._metrics.lost()
         self._queue.append(change)
         self._lot.unpark_all()
 
@@ -83,15 +78,16 @@ class ChangeStream:
 
 
 class ChangeHub:
-    def __init__(self, buffer: int = CHANGE_BUFFER) -> None:
+    def __init__(self, buffer: int = CHANGE_BUFFER, metrics: Metrics | None = None) -> None:
         if buffer < 1:
             raise ValueError("a follower's buffer holds at least one change")
         self._buffer = buffer
+        self._metrics = metrics or Metrics()
         self._streams: set[ChangeStream] = set()
 
     @contextmanager
     def subscribe(self) -> Iterator[ChangeStream]:
-        stream = ChangeStream(self._buffer)
+        stream = ChangeStream(self._buffer, self._metrics)
         self._streams.add(stream)
         try:
             yield stream
@@ -100,6 +96,7 @@ class ChangeHub:
             stream.close()
 
     def publish(self, change: Change) -> None:
+        self._metrics.published(change)
         for stream in self._streams:
             stream._push(change)
 

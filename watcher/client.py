@@ -27,7 +27,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 import grpc
@@ -45,6 +44,7 @@ from containerd_protos.services.version.v1 import version_pb2_grpc
 
 from . import decode
 from ._nursery import single_errors
+from .containerd_records import ContainerRecord, ImageInfo, LayerMount, TaskRecord, Version
 from .errors import (
     Code,
     ConnectError,
@@ -54,7 +54,7 @@ from .errors import (
     RemoteError,
     UsageError,
 )
-from .records import ContainerRecord, Envelope, ImageInfo, SnapshotMount, TaskRecord
+from .inputs import Envelope
 from .settings import ADDRESS, CALL_TIMEOUT, NAMESPACE, check_namespace, check_seconds
 
 #: containerd accepts 16 MiB messages; grpc-python receives 4 MiB by default, which one
@@ -86,12 +86,6 @@ ALLOWED_RPCS: Final = frozenset(
         "/containerd.services.content.v1.Content/Read",
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Version:
-    version: str
-    revision: str
 
 
 class _Future(Protocol):
@@ -306,8 +300,8 @@ class Client:
         req = containers_pb2.ListContainersRequest(filters=list(filters))
         try:
             messages = await self._collect(
-            self._containers.ListStream, req, "Containers.List", idle_timeout=self.call_timeout
-        )
+                self._containers.ListStream, req, "Containers.List", idle_timeout=self.call_timeout
+            )
         except ConnectError as exc:
             if exc.code is not Code.UNIMPLEMENTED:
                 raise
@@ -318,10 +312,6 @@ class Client:
     async def get_container(self, container_id: str) -> ContainerRecord:
         """The container's record; `NotFound` when containerd has no such container."""
         return decode.container(await self._get_container_pb(container_id))
-
-    async def container_spec(self, container_id: str) -> dict[str, Any] | None:
-        """The container's OCI runtime spec as a plain dict (None if absent or not JSON)."""
-        return decode.oci_spec(await self._get_container_pb(container_id))
 
     async def _get_container_pb(self, container_id: str) -> containers_pb2.Container:
         req = containers_pb2.GetContainerRequest(id=container_id)
@@ -341,7 +331,7 @@ class Client:
         resp = await self._unary(self._tasks.Get, req, f"task {container_id}")
         return decode.task(resp.process)
 
-    async def snapshot_mounts(self, snapshotter: str, key: str) -> tuple[SnapshotMount, ...]:
+    async def snapshot_mounts(self, snapshotter: str, key: str) -> tuple[LayerMount, ...]:
         req = snapshots_pb2.MountsRequest(snapshotter=snapshotter, key=key)
         what = f"snapshot {snapshotter}/{key}"
         resp = await self._unary(self._snapshots.Mounts, req, what)

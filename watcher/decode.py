@@ -30,27 +30,30 @@ from containerd_protos.types import event_pb2, mount_pb2
 from containerd_protos.types.task import task_pb2 as task_types_pb2
 
 from . import cgroups
-from .records import (
-    KIND_LABEL,
-    KIND_SANDBOX,
-    ContainerChanged,
-    ContainerDeleted,
+from .containerd_records import (
+    EMPTY_MAP,
     ContainerId,
     ContainerRecord,
     CriContainerMeta,
     CriSandboxMeta,
+    ImageInfo,
+    LayerMount,
+    SandboxId,
+    SpecMount,
+    TaskRecord,
+    TaskStatus,
+    frozen_map,
+)
+from .cri import ContainerKind, kind_of
+from .inputs import (
+    ContainerChanged,
+    ContainerDeleted,
     Envelope,
     Event,
-    ImageInfo,
-    Mount,
-    SandboxId,
-    SnapshotMount,
     TaskCreated,
     TaskDeleted,
     TaskExited,
-    TaskRecord,
     TaskStarted,
-    TaskStatus,
 )
 
 log = logging.getLogger(__name__)
@@ -99,13 +102,11 @@ def timestamp(ts: Timestamp, *, present: bool = True) -> float | None:
     return ts.seconds + ts.nanos / 1e9
 
 
-def snapshot_mount(pb: mount_pb2.Mount) -> SnapshotMount:
-    return SnapshotMount(
-        type=pb.type, source=pb.source, target=pb.target, options=tuple(pb.options)
-    )
+def snapshot_mount(pb: mount_pb2.Mount) -> LayerMount:
+    return LayerMount(type=pb.type, source=pb.source, target=pb.target, options=tuple(pb.options))
 
 
-def snapshot_mounts(pbs: Iterable[mount_pb2.Mount]) -> tuple[SnapshotMount, ...]:
+def snapshot_mounts(pbs: Iterable[mount_pb2.Mount]) -> tuple[LayerMount, ...]:
     return tuple(snapshot_mount(pb) for pb in pbs)
 
 
@@ -145,11 +146,11 @@ def _share(text: str) -> str:
     return text
 
 
-def _interned(labels: Mapping[str, str]) -> dict[str, str]:
-    """A copy of `labels` with shared strings: the same keys and most of the same values
-    (`app=gitpod`, `component=workspace`, ...) repeat on every workspace of a node, and one
-    copy each instead of thousands is most of what a tracked workspace costs in memory."""
-    return {_share(k): _share(v) for k, v in labels.items()}
+def _interned(labels: Mapping[str, str]) -> Mapping[str, str]:
+    """A read-only copy of `labels` with shared strings: the same keys and most of the same
+    values (`app=gitpod`, `component=workspace`, ...) repeat on every workspace of a node, and
+    one copy each instead of thousands is most of what a tracked workspace costs in memory."""
+    return frozen_map({_share(k): _share(v) for k, v in labels.items()})
 
 
 def container(pb: containers_pb2.Container) -> ContainerRecord:
@@ -169,17 +170,17 @@ def container(pb: containers_pb2.Container) -> ContainerRecord:
         try:
             labels = _interned(pb.labels)
         except Exception:
-            labels = {}
+            labels = EMPTY_MAP
         return ContainerRecord(id=cid, labels=labels)
 
 
 def _container(pb: containers_pb2.Container) -> ContainerRecord:
     cid = ContainerId(pb.id)
     labels = _interned(pb.labels)
-    sandbox = labels.get(KIND_LABEL) == KIND_SANDBOX
+    sandbox = kind_of(labels) is ContainerKind.SANDBOX
     spec = None if sandbox else _spec(cid, pb)
     cgroup_path: str | None = None
-    oci_mounts: tuple[Mount, ...] = ()
+    oci_mounts: tuple[SpecMount, ...] = ()
     if spec is not None:
         cgroup_path = _cgroup_path(cid, spec)
         oci_mounts = _oci_mounts(spec)
@@ -196,11 +197,6 @@ def _container(pb: containers_pb2.Container) -> ContainerRecord:
         cri_container=None if sandbox else _cri_container(cid, pb),
         cri_sandbox=_cri_sandbox(cid, pb) if sandbox else None,
     )
-
-
-def oci_spec(pb: containers_pb2.Container) -> dict[str, Any] | None:
-    """The container's OCI runtime spec as a plain dict (None when absent or unreadable)."""
-    return _spec(ContainerId(pb.id), pb)
 
 
 def _spec(cid: ContainerId, pb: containers_pb2.Container) -> dict[str, Any] | None:
@@ -239,7 +235,7 @@ def _cgroup_path(cid: ContainerId, spec: Mapping[str, Any]) -> str | None:
         return None
 
 
-def _oci_mounts(spec: Mapping[str, Any]) -> tuple[Mount, ...]:
+def _oci_mounts(spec: Mapping[str, Any]) -> tuple[SpecMount, ...]:
     raw = spec.get("mounts")
     if not isinstance(raw, list):
         return ()
@@ -251,9 +247,9 @@ def _oci_mounts(spec: Mapping[str, Any]) -> tuple[Mount, ...]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _mount(destination: str, source: str, type: str) -> Mount:
+def _mount(destination: str, source: str, type: str) -> SpecMount:
     # /proc, /dev, /sys, ... are the same on every container: one shared object each
-    return Mount(destination=destination, source=source, type=type)
+    return SpecMount(destination=destination, source=source, type=type)
 
 
 def _extension(cid: ContainerId, pb: containers_pb2.Container, key: str) -> dict[str, Any]:
@@ -267,10 +263,10 @@ def _extension(cid: ContainerId, pb: containers_pb2.Container, key: str) -> dict
     return meta if isinstance(meta, dict) else {}
 
 
-def _str_map(raw: object) -> dict[str, str]:
+def _str_map(raw: object) -> Mapping[str, str]:
     if not isinstance(raw, dict):
-        return {}
-    return {str(k): str(v) for k, v in raw.items()}
+        return EMPTY_MAP
+    return frozen_map({str(k): str(v) for k, v in raw.items()})
 
 
 def _opt_str(raw: object) -> str | None:
@@ -367,8 +363,8 @@ def image_info(pb: images_pb2.Image, doc: Mapping[str, Any] | None) -> ImageInfo
         media_type=pb.target.media_type,
         id=image_id,
         size=size,
-        annotations=annotations,
-        labels=dict(pb.labels),
+        annotations=frozen_map(annotations),
+        labels=frozen_map(pb.labels),
         created_at=timestamp(pb.created_at, present=pb.HasField("created_at")),
     )
 

@@ -39,15 +39,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Final
 
+from watcher.containerd_records import ContainerRecord, SandboxId, TaskRecord, TaskStatus
+from watcher.cri import CONTAINER_NAME_LABEL
 from watcher.needs import NeedLocation
-from watcher.records import (
-    CONTAINER_NAME_LABEL,
-    ContainerRecord,
-    SandboxId,
-    TaskRecord,
-    TaskStatus,
-    WorkspaceState,
-)
+from watcher.published import WorkspaceState
 
 __all__ = [
     "ALIVE",

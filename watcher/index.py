@@ -3,7 +3,7 @@
 Synopsis::
 
     index = Index()                                   # GITPOD_SCHEMES
-    for change in index.apply(event):                 # any records.Event
+    for change in index.apply(event):                 # any watcher.inputs.Event
         ...                                           # WorkspaceChange, in causal order
     index.by_instance(iid)        # the instance's newest workspace container, or None
     index.by_container(cid)       # any visible workspace container, or None
@@ -80,6 +80,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from watcher.containerd_records import ContainerId, ContainerRecord, SandboxId
+from watcher.cri import CONTAINER_NAME_LABEL, ContainerKind, kind_of
 from watcher.errors import UsageError
 from watcher.facts import (
     ALIVE,
@@ -91,35 +93,26 @@ from watcher.facts import (
     merge,
     record_newness,
 )
-from watcher.labels import GITPOD_SCHEMES, LabelScheme
-from watcher.needs import Need, NeedLogCheck, NeedRecord
-from watcher.podjoin import PodJoin
-from watcher.publishing import Published
-from watcher.records import (
-    CONTAINER_NAME_LABEL,
-    KIND_CONTAINER,
-    KIND_LABEL,
-    KIND_SANDBOX,
+from watcher.inputs import (
     ContainerChanged,
     ContainerDeleted,
-    ContainerId,
-    ContainerRecord,
     ContainerSeen,
     Event,
-    InstanceId,
     LogChecked,
     LookupFailed,
     Relisted,
     Resolved,
-    SandboxId,
     TaskCreated,
     TaskDeleted,
     TaskExited,
     TaskSeen,
     TaskStarted,
-    Workspace,
-    WorkspaceChange,
 )
+from watcher.labels import GITPOD_SCHEMES, LabelScheme
+from watcher.needs import Need, NeedLogCheck, NeedRecord
+from watcher.podjoin import PodJoin
+from watcher.published import InstanceId, Workspace, WorkspaceChange
+from watcher.publishing import Published
 from watcher.settings import START_GRACE, TOMBSTONES
 
 __all__ = ["Index"]
@@ -189,10 +182,10 @@ class Index:
     def is_candidate(self, labels: Mapping[str, str]) -> bool:
         """Could a container with these labels matter: a matching sandbox, or an app container
         named like a scheme's main container? (Others need no Get and no resolving.)"""
-        kind = labels.get(KIND_LABEL)
-        if kind == KIND_SANDBOX:
+        kind = kind_of(labels)
+        if kind is ContainerKind.SANDBOX:
             return any(s.identify(labels) is not None for s in self._schemes)
-        if kind == KIND_CONTAINER:
+        if kind is ContainerKind.CONTAINER:
             return labels.get(CONTAINER_NAME_LABEL) in self._names
         return False
 
@@ -272,10 +265,10 @@ class Index:
         cid = rec.id
         if cid in self._tombstones:
             return []
-        kind = rec.labels.get(KIND_LABEL)
-        if kind == KIND_SANDBOX:
+        kind = kind_of(rec.labels)
+        if kind is ContainerKind.SANDBOX:
             return self._sandbox_seen(rec, event.ts)
-        if kind == KIND_CONTAINER and container_name(rec) in self._names:
+        if kind is ContainerKind.CONTAINER and container_name(rec) in self._names:
             return self._container_seen(rec, event.ts, event.mono)
         return self._ignore(cid, event.ts)
 
@@ -398,15 +391,15 @@ class Index:
                 if made is not None:
                     made.touched, made.deleted = old_sandbox.touched, old_sandbox.deleted
         for cid, rec in records.items():
-            kind = rec.labels.get(KIND_LABEL)
-            if kind == KIND_SANDBOX:
+            kind = kind_of(rec.labels)
+            if kind is ContainerKind.SANDBOX:
                 sandbox = pods.add(rec)
                 if sandbox is None:
                     self._ignored.add(cid)
                 elif (previous := old_sandboxes.get(SandboxId(cid))) is not None:
                     sandbox.touched = previous.touched
                 continue
-            if kind != KIND_CONTAINER or container_name(rec) not in self._names:
+            if kind is not ContainerKind.CONTAINER or container_name(rec) not in self._names:
                 self._ignored.add(cid)
                 continue
             facts = old_facts.get(cid)

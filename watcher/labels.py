@@ -36,8 +36,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from watcher.cri import BOOKKEEPING_PREFIXES
 from watcher.errors import UsageError
-from watcher.records import BOOKKEEPING_PREFIXES, InstanceId
+from watcher.published import InstanceId
 
 __all__ = [
     "GITPOD_MK1",

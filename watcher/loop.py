@@ -39,33 +39,24 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 
 import trio
 from trio_util import AsyncValue
 
 from . import decode
-from ._nursery import single_errors
+from ._nursery import errors_of, single_errors
 from .changes import ChangeHub
 from .client import Client, Events, open_client
+from .containerd_records import ContainerId
 from .corrections import Corrections
 from .errors import ConnectError, ContainerdError, NotFound, UsageError
 from .index import Index
+from .inputs import ContainerSeen, Envelope, Event, LogChecked, LookupFailed, Relisted, TaskCreated
+from .metrics import Metrics, Readings
 from .needs import Need, NeedLocation, NeedLogCheck, NeedRecord
-from .records import (
-    ChangeKind,
-    ContainerId,
-    ContainerSeen,
-    Disconnected,
-    Envelope,
-    Event,
-    LogChecked,
-    LookupFailed,
-    Relisted,
-    Synced,
-    TaskCreated,
-    WorkspaceChange,
-)
+from .published import ChangeKind, Disconnected, Synced, WorkspaceChange
 from .resolve import Resolver, locate
 from .settings import Settings
 
@@ -104,7 +95,8 @@ class Loop:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.index = Index(settings.schemes, start_grace=settings.start_grace)
-        self.hub = ChangeHub(settings.change_buffer)
+        self.metrics = Metrics(self.readings)
+        self.hub = ChangeHub(settings.change_buffer, self.metrics)
         self.generation = AsyncValue(0)
         self.ready = AsyncValue(False)
         self.client: Client | None = None
@@ -146,6 +138,15 @@ class Loop:
                 if not started:
                     raise
                 self._lost(exc)
+            except BaseExceptionGroup as group:
+                # containerd gone breaks the stream and a call in flight at once: one loss
+                errors = errors_of(group)
+                lost = [e for e in errors if isinstance(e, ConnectError | ContainerdError)]
+                if not lost or len(lost) < len(errors):
+                    raise
+                if not started:
+                    raise lost[0] from group
+                self._lost(lost[0])
             finally:
                 self.client = None
             with trio.move_on_after(backoff):
@@ -170,6 +171,7 @@ class Loop:
         cause = str(exc)
         if not self._outage:
             self._outage = True
+            self.metrics.disconnected()
             self._causes = {cause}
             log.warning("lost containerd: %s; reconnecting", exc)
             self.hub.publish(Disconnected(ts=time.time(), error=cause))
@@ -181,10 +183,21 @@ class Loop:
 
     def synced(self, initial: bool) -> None:
         self._outage = False
+        self.metrics.reconnected()
         count = len(self.index.workspaces())
         self.hub.publish(Synced(ts=time.time(), workspaces=count, initial=initial))
         log.info("synced: %d workspaces", count)
         self.ready.value = True
+
+    def readings(self) -> Readings:
+        """The state a scrape of `metrics` reports, read then rather than kept up to date."""
+        states = Counter(ws.state.value for ws in self.index.workspaces().values())
+        return Readings(
+            workspaces=states,
+            followers=self.hub.followers,
+            ready=bool(self.ready.value),
+            corrections=self.corrections.count,
+        )
 
     def unknown_type(self, envelope: Envelope) -> None:
         """Warn once per event type that containerd's API does not know (undecodable
@@ -271,7 +284,8 @@ class _Session:
         async with self.lookups:
             for attempt in range(1, GET_TRIES + 1):
                 try:
-                    record = await self.client.get_container(cid)
+                    with self.loop.metrics.lookup("container"):
+                        record = await self.client.get_container(cid)
                     break
                 except NotFound:
                     # deleted right after it was created (its delete event follows); if not,
@@ -297,7 +311,8 @@ class _Session:
         async with self.lookups:
             for attempt in range(1, GET_TRIES + 1):
                 try:
-                    answers = await self.loop.resolver.answer(self.client, [need], time.time())
+                    with self.loop.metrics.lookup("location"):
+                        answers = await self.loop.resolver.answer(self.client, [need], time.time())
                     break
                 except ConnectError as exc:
                     if attempt < GET_TRIES:
@@ -317,12 +332,14 @@ class _Session:
     async def follow(self, events: Events) -> None:
         """Apply the stream as it arrives, until it breaks (which raises)."""
         corrections = self.loop.corrections
+        count = self.loop.metrics.event
         async for envelope in events:
             self.last_event = trio.current_time()
             event = envelope.event
             if event is None:
                 self.loop.unknown_type(envelope)
                 continue
+            count(envelope.topic, event.ts)
             corrections.confirm(getattr(event, "container_id", None))
             if isinstance(event, TaskCreated):
                 event = locate(event)
@@ -392,21 +409,23 @@ class _Session:
             try:
                 changes = await self.listing()
             except (ConnectError, ContainerdError) as exc:
+                self.loop.metrics.relist_failed()
                 log.warning("relist failed: %s; trying again in %gs", exc, retry)
                 due = trio.current_time() + retry
                 retry = min(retry * 2, RELIST_RETRY[1])
                 continue
+            self.loop.metrics.relisted(changes)
             retry = RELIST_RETRY[0]
             due = trio.current_time() + interval
             missed = [c for c in changes if c.workspace.container_id not in self.fetching]
             if missed:
-                self.suspect(missed)
+                self.note_corrections(missed)
 
-    def suspect(self, changes: Sequence[WorkspaceChange]) -> None:
+    def note_corrections(self, changes: Sequence[WorkspaceChange]) -> None:
         corrections = self.loop.corrections
         now = trio.current_time()
         for change in changes:
-            corrections.suspect(change, now)
+            corrections.add(change, now)
         self.nursery.start_soon(self._report_corrections, corrections.grace)
 
     async def _report_corrections(self, after: float) -> None:

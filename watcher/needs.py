@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .records import ContainerId
+from .containerd_records import ContainerId
 
 __all__ = ["Need", "NeedLocation", "NeedLogCheck", "NeedRecord"]
 

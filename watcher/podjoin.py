@@ -36,24 +36,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Final, TypeVar
+from typing import TypeVar
 
-from watcher.facts import Facts, container_name
-from watcher.labels import LabelScheme, WorkspaceIdentity, pod_labels
-from watcher.records import (
-    POD_NAME_LABEL,
-    POD_NAMESPACE_LABEL,
-    POD_UID_LABEL,
+from watcher.containerd_records import (
+    EMPTY_MAP,
     ContainerId,
     ContainerRecord,
     SandboxId,
-    Workspace,
+    frozen_map,
 )
+from watcher.cri import POD_NAME_LABEL, POD_NAMESPACE_LABEL, POD_UID_LABEL
+from watcher.facts import Facts, container_name
+from watcher.labels import LabelScheme, WorkspaceIdentity, pod_labels
+from watcher.published import Workspace
 
 __all__ = ["PodJoin", "Sandbox"]
-
-_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -126,8 +123,9 @@ class PodJoin:
             pod_namespace=(
                 labels.get(POD_NAMESPACE_LABEL) or (cri.namespace if cri and cri.namespace else "")
             ),
-            pod_labels=MappingProxyType(pod_labels(labels)),
-            pod_annotations=cri.annotations if cri is not None else _EMPTY,
+            pod_labels=frozen_map(pod_labels(labels)),
+            # read-only whoever made the record: published workspaces share these maps
+            pod_annotations=frozen_map(cri.annotations) if cri is not None else EMPTY_MAP,
             order=(
                 cri.attempt if cri is not None and cri.attempt is not None else -1,
                 float("-inf") if rec.created_at is None else rec.created_at,
@@ -247,7 +245,7 @@ class PodJoin:
             log_path=cri.log_path if cri is not None else None,
             mounts=rec.mounts,
             pod_annotations=sandbox.pod_annotations,
-            container_annotations=cri.annotations if cri is not None else _EMPTY,
+            container_annotations=frozen_map(cri.annotations) if cri is not None else EMPTY_MAP,
             started_at=facts.started_at,
             exited_at=facts.exited_at,
             scheme=identity.scheme,

@@ -39,14 +39,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from watcher.records import (
-    ChangeKind,
-    ContainerId,
-    InstanceId,
-    Workspace,
-    WorkspaceChange,
-    WorkspaceState,
-)
+from watcher.containerd_records import ContainerId
+from watcher.published import ChangeKind, InstanceId, Workspace, WorkspaceChange, WorkspaceState
 
 __all__ = ["Published", "newness"]
 

@@ -31,11 +31,13 @@ from dataclasses import replace
 
 import trio
 
-from . import cgroups, mounts, procfs
+from . import cgroups, mountinfo, procfs
 from .client import Client
+from .containerd_records import ContainerId, LayerMount
 from .errors import ConnectError, ContainerdError, NotFound
+from .inputs import Resolved, TaskCreated
 from .needs import NeedLocation
-from .records import ContainerId, Resolved, SnapshotMount, TaskCreated, Workspace
+from .published import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ log = logging.getLogger(__name__)
 RESOLVE_CONCURRENCY = 32
 
 
-def upperdir_of(mount_list: Iterable[SnapshotMount]) -> str | None:
+def upperdir_of(mount_list: Iterable[LayerMount]) -> str | None:
     """The overlay upper layer among a snapshot's mounts.
 
     Selected by the `upperdir=` option alone: the mount *type* is `overlay` while the
@@ -51,7 +53,7 @@ def upperdir_of(mount_list: Iterable[SnapshotMount]) -> str | None:
     never matches.
     """
     for m in mount_list:
-        found = mounts.upperdir_from_options(m.options)
+        found = mountinfo.upperdir_from_options(m.options)
         if found:
             return found
     return None
@@ -76,7 +78,7 @@ class Resolver:
     def __init__(self, namespace: str, proc_root: str = "/proc") -> None:
         self.namespace = namespace
         self.proc_root = proc_root
-        self._mountinfo = mounts.mountinfo_path(proc_root)
+        self._mountinfo = mountinfo.mountinfo_path(proc_root)
 
     async def answer(
         self, client: Client, needs: Sequence[NeedLocation], ts: float
@@ -88,7 +90,7 @@ class Resolver:
         lookups ended (the caller decides what a lost containerd means).
         """
         table = self._mount_table()
-        found = {} if table is None else mounts.task_rootfs(table, namespace=self.namespace)
+        found = {} if table is None else mountinfo.task_rootfs(table, namespace=self.namespace)
         upperdirs: dict[ContainerId, str | None] = {
             n.container_id: r.upperdir
             for n in needs
@@ -131,7 +133,7 @@ class Resolver:
             log.warning("container %s: snapshot mounts failed: %s", cid, exc)
         return None
 
-    def _mount_table(self, only: str | None = None) -> list[mounts.MountInfo] | None:
+    def _mount_table(self, only: str | None = None) -> list[mountinfo.MountEntry] | None:
         """The node's mount table; with `only`, just the lines that contain that text."""
         try:
             with open(self._mountinfo, encoding="utf-8", errors="surrogateescape") as f:
@@ -141,7 +143,7 @@ class Resolver:
             return None
         if only is not None:
             text = "\n".join(line for line in text.split("\n") if only in line)
-        return mounts.parse_mountinfo(text)
+        return mountinfo.parse_mountinfo(text)
 
     def rootfs(self, cid: ContainerId) -> str | None:
         """The rootfs mount point of a running task (None when not mounted/visible)."""
@@ -150,7 +152,7 @@ class Resolver:
         table = self._mount_table(only=cid)
         if table is None:
             return None
-        found = mounts.task_rootfs(table, namespace=self.namespace).get(cid)
+        found = mountinfo.task_rootfs(table, namespace=self.namespace).get(cid)
         return found.mount_point if found else None
 
     def check_cgroup(self, ws: Workspace) -> None:

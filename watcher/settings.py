@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from . import mounts
+from .disclosure import DEFAULT, Disclosure
 from .errors import UsageError
 from .labels import GITPOD_SCHEMES, LabelScheme
+from .pathmap import PathMap
 
 __all__ = [
     "ADDRESS",
@@ -25,17 +26,30 @@ __all__ = [
     "BACKOFF_MAX",
     "CALL_TIMEOUT",
     "CHANGE_BUFFER",
+    "CLIENT_GRACE",
+    "CLIENT_TIMEOUT",
+    "FEED_BATCH",
+    "FEED_HISTORY",
+    "LISTEN_HOST",
     "LISTING_TIMEOUT",
     "MAX_ID",
     "NAMESPACE",
     "PROC_ROOT",
     "RELIST_GRACE",
     "RELIST_INTERVAL",
+    "SERVER_ENV",
+    "SERVICE_BACKLOG",
+    "SERVICE_DIR_MODE",
+    "SERVICE_SOCKET",
+    "SERVICE_SOCKET_MODE",
     "START_GRACE",
     "TOMBSTONES",
     "WAIT_TIMEOUT",
+    "Endpoint",
+    "ServiceSettings",
     "Settings",
     "check_id",
+    "check_listen",
     "check_namespace",
     "check_seconds",
 ]
@@ -86,6 +100,39 @@ MAX_ID: Final = 1024
 #: how long `ws-watcher wait` and `wait-stop` wait unless told otherwise
 WAIT_TIMEOUT: Final = 60.0
 
+# --- the node service (`ws-watcher serve`) and its clients -----------------------------------
+
+#: where `serve` listens: a directory of its own under /run, so that a pod mounts the
+#: directory (a socket file mounted alone goes stale when the server makes a new one)
+SERVICE_SOCKET: Final = "/run/ws-watcher/api.sock"
+#: owner and group may connect (connecting to a unix socket needs write permission on it),
+#: nobody else: what leaves the socket is every workspace on the node
+SERVICE_SOCKET_MODE: Final = 0o660
+#: the socket's directory, when `serve` makes it: anyone may look the socket up; the
+#: socket's own mode decides who may connect
+SERVICE_DIR_MODE: Final = 0o755
+#: the environment variable that points the CLI's commands at a service (as `--server`)
+SERVER_ENV: Final = "WS_WATCHER_SERVER"
+#: connections queued before the server accepts them: a hundred clients connecting at once
+#: must queue, not be refused (the kernel caps it at net.core.somaxconn)
+SERVICE_BACKLOG: Final = 4096
+#: the host of a `--listen PORT` given without one: loopback, so nothing is reachable from
+#: off the node unless asked for (the API has no authentication of its own)
+LISTEN_HOST: Final = "127.0.0.1"
+#: changes the service holds for followers that resume (`/v1/watch?since=N`): a follower
+#: that reconnects after a blip of seconds finds what it missed even in a burst of 200 pods
+#: starting at once (~800 changes); each is a line of ~1.5 KB, so ~6 MB at most
+FEED_HISTORY: Final = 4096
+#: changes written to one follower per write: one far behind catches up in chunks of
+#: ~0.4 MB, not in one write of the whole history
+FEED_BATCH: Final = 256
+#: the client's deadline for a short request (list, get, probes): `inspect` asks containerd
+#: up to three calls of `CALL_TIMEOUT` each
+CLIENT_TIMEOUT: Final = 30.0
+#: how much longer than a wait's own timeout the client waits for its answer: the service
+#: answers a timed-out wait itself (504), and a busy node may be slow to say so
+CLIENT_GRACE: Final = 10.0
+
 
 def check_namespace(namespace: object) -> str:
     if not isinstance(namespace, str) or not namespace:
@@ -128,7 +175,7 @@ class Settings:
     schemes: Sequence[LabelScheme] = GITPOD_SCHEMES
     #: the host's /proc: the mount table is read from PROC/1/mountinfo when not /proc
     proc_root: str = PROC_ROOT
-    path_map: mounts.PathMap = field(default_factory=mounts.PathMap)
+    path_map: PathMap = field(default_factory=PathMap)
     backoff_initial: float = BACKOFF_INITIAL
     backoff_max: float = BACKOFF_MAX
     call_timeout: float = CALL_TIMEOUT
@@ -153,3 +200,66 @@ class Settings:
         buffer = self.change_buffer
         if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 1:
             raise UsageError(f"change_buffer must be at least 1, not {buffer!r}")
+
+
+# --- the node service ------------------------------------------------------------------------
+
+#: a TCP address to listen on: (host, port); port 0 takes any free one (tests)
+Endpoint = tuple[str, int]
+#: the longest path a unix socket can have (sun_path is 108 bytes with its final NUL)
+_MAX_SOCKET_PATH = 107
+
+
+def check_listen(text: str, what: str = "--listen") -> Endpoint:
+    """`PORT`, `HOST:PORT` or `[IPV6]:PORT` as (host, port); only a port means loopback.
+
+    >>> check_listen("9102")
+    ('127.0.0.1', 9102)
+    >>> check_listen("[::1]:80")
+    ('::1', 80)
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host = LISTEN_HOST
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise UsageError(f"{what} {text!r}: write an IPv6 address in brackets, [::1]:PORT")
+    if not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"{what} {text!r}: not PORT or HOST:PORT (a port is 0 to 65535)")
+    return host, int(port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceSettings:
+    """How `ws-watcher serve` serves its API (the watcher's own are a `Settings`).
+
+    Raises `UsageError` for a value that cannot work, at construction.
+    """
+
+    #: the unix socket of the API (always served)
+    socket: str = SERVICE_SOCKET
+    socket_mode: int = SERVICE_SOCKET_MODE
+    #: the group id the socket is given to (`--socket-group`); None keeps ours
+    socket_group: int | None = None
+    #: also serve the API on TCP here (`--listen`)
+    listen: Endpoint | None = None
+    #: serve only /healthz, /readyz and /metrics here (`--metrics-listen`): probes and
+    #: Prometheus need no workspace data
+    metrics_listen: Endpoint | None = None
+    feed_history: int = FEED_HISTORY
+    feed_batch: int = FEED_BATCH
+    #: which annotations may leave the process (the CLI's `--show-annotation`)
+    disclosure: Disclosure = DEFAULT
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.socket, str) or not self.socket.startswith("/"):
+            raise UsageError(f"the API's socket must be an absolute path, not {self.socket!r}")
+        if len(self.socket.encode()) > _MAX_SOCKET_PATH:
+            raise UsageError(f"the socket path {self.socket!r} is too long for a unix socket")
+        if not 0 <= self.socket_mode <= 0o777:
+            raise UsageError(f"socket_mode must be a permission mode, not {self.socket_mode:o}")
+        for name in ("feed_history", "feed_batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UsageError(f"{name} must be at least 1, not {value!r}")

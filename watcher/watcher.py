@@ -8,17 +8,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import TypeVar
 
 import trio
 
 from ._nursery import single_errors
-from .changes import ChangeHub, ChangeStream
+from .changes import ChangeStream
 from .client import Client
+from .containerd_records import ContainerId, ImageInfo, TaskRecord
 from .errors import ConnectError, NoCgroup, NotFound, NotResolved, UnknownId, UsageError
 from .loop import Loop
-from .records import ContainerId, ImageInfo, InstanceId, TaskRecord, Workspace
+from .metrics import Metrics
+from .published import InstanceId, Workspace
 from .settings import ADDRESS, NAMESPACE, Settings, check_id
 
 __all__ = ["Settings", "Watcher", "open_watcher"]
@@ -49,6 +51,8 @@ class Watcher:
         self._loop = Loop(self.settings)
         self._index = self._loop.index
         self._generation = self._loop.generation
+        #: this watcher's Prometheus metrics (`watcher.metrics.render(w.metrics)` for a scrape)
+        self.metrics: Metrics = self._loop.metrics
 
     @property
     def corrections(self) -> int:
@@ -76,6 +80,10 @@ class Watcher:
         `find` is called now and after every change of the index, on the trio thread, so it
         can read the watcher freely (`lambda: w.workspaces().get(iid)`); it must not block.
         """
+        with self.metrics.waiting("until"):
+            return await self._wait(find)
+
+    async def _wait(self, find: Callable[[], T | None]) -> T:
         found: list[T] = []
 
         def check(_: int) -> bool:
@@ -99,16 +107,16 @@ class Watcher:
             ws = self._index.by_instance(InstanceId(instance_id))
             return ws if ws is not None and ws.running else None
 
-        return await self.wait_until(running)
+        with self.metrics.waiting("running"):
+            return await self._wait(running)
 
     async def wait_for_container_stop(self, instance_id: str) -> None:
         """Return once no workspace container of the instance is left (at once if none is)."""
         check_id(instance_id, "instance id")
-        gone = self._index.by_instance(InstanceId(instance_id)) is None
-        if not gone:
-            await self.wait_until(
-                lambda: True if self._index.by_instance(InstanceId(instance_id)) is None else None
-            )
+        iid = InstanceId(instance_id)
+        with self.metrics.waiting("stop"):
+            if self._index.by_instance(iid) is not None:
+                await self._wait(lambda: True if self._index.by_instance(iid) is None else None)
 
     async def is_ready(self) -> bool:
         """containerd is serving and the last (re)sync is done."""
@@ -129,13 +137,15 @@ class Watcher:
         """A snapshot: each instance with its newest workspace container."""
         return dict(self._index.workspaces())
 
-    def workspace(self, container_id: str) -> Workspace:
+    def container(self, container_id: str) -> Workspace:
+        """The workspace of one container (`instance()` looks up by instance id)."""
         ws = self._index.by_container(ContainerId(container_id))
         if ws is None:
             raise UnknownId(f"no workspace container {container_id!r} on this node")
         return ws
 
     def instance(self, instance_id: str) -> Workspace:
+        """The instance's newest workspace container (the one `workspaces()` lists)."""
         ws = self._index.by_instance(InstanceId(instance_id))
         if ws is None:
             raise UnknownId(f"no workspace instance {instance_id!r} on this node")
@@ -160,7 +170,7 @@ class Watcher:
 
     async def image_info(self, container_id: str) -> ImageInfo:
         """The image of a workspace container: name, digest, id, size, annotations."""
-        ws = self.workspace(container_id)
+        ws = self.container(container_id)
         return await self._connected().image(ws.image)
 
     def _connected(self) -> Client:
@@ -169,26 +179,26 @@ class Watcher:
         return self._loop.client
 
     def container_pid(self, container_id: str) -> int:
-        ws = self.workspace(container_id)
+        ws = self.container(container_id)
         if ws.pid is None:
             raise NotResolved(f"container {container_id} has no task (yet)")
         return ws.pid
 
     def container_cgroup_path(self, container_id: str) -> str:
-        ws = self.workspace(container_id)
+        ws = self.container(container_id)
         if ws.cgroup_path is None:
             raise NoCgroup(f"container {container_id} has no known cgroup path")
         return ws.cgroup_path
 
     def container_upperdir(self, container_id: str, *, unmapped: bool = False) -> str:
-        ws = self.workspace(container_id)
+        ws = self.container(container_id)
         if ws.upperdir is None:
             raise NotResolved(f"container {container_id} has no known upperdir (yet)")
         return ws.upperdir if unmapped else self.settings.path_map.map(ws.upperdir)
 
     async def container_rootfs(self, container_id: str, *, unmapped: bool = False) -> str:
         """The container's rootfs mount point, from the index or else the mount table now."""
-        ws = self.workspace(container_id)
+        ws = self.container(container_id)
         rootfs = ws.rootfs
         if rootfs is None:
             await trio.lowlevel.checkpoint()
@@ -197,28 +207,19 @@ class Watcher:
             raise NotResolved(f"container {container_id} has no rootfs mounted")
         return rootfs if unmapped else self.settings.path_map.map(rootfs)
 
-    def changes(self) -> _ChangesContext:
+    def changes(self) -> AbstractContextManager[ChangeStream]:
         """Follow lifecycle changes: `with w.changes() as changes: async for c in changes:`.
 
-        Registered when called, so nothing published after the call is missed. A follower
-        that falls `change_buffer` changes behind gets a `Lagged` in place of the oldest
-        ones (then `workspaces()` tells the current state); the watcher never waits for it.
+        Registered when the `with` block starts, so nothing published after that is missed.
+        A follower that falls `change_buffer` changes behind gets a `Lagged` in place of the
+        oldest ones (then `workspaces()` tells the current state); the watcher never waits
+        for it.
         """
-        return _ChangesContext(self._loop.hub)
+        return self._loop.hub.subscribe()
 
     def close(self) -> None:
         self._loop.hub.close()
 
-
-class _ChangesContext:
-    def __init__(self, hub: ChangeHub) -> None:
-        self._cm = hub.subscribe()
-
-    def __enter__(self) -> ChangeStream:
-        return self._cm.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        self._cm.__exit__(None, None, None)
 
 
 @asynccontextmanager

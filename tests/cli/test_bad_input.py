@@ -233,7 +233,7 @@ async def test_library_ids_are_usage_errors_or_not_found(fake: FakeContainerd) -
                 await w.container_exists(bad)
         for unknown in ("nope", "ünïcødé", "x" * 300):
             for query in (
-                w.workspace,
+                w.container,
                 w.instance,
                 w.container_pid,
                 w.container_cgroup_path,

@@ -42,7 +42,6 @@ pytestmark = pytest.mark.containerd
 DEADLINE = 20.0
 
 
-
 def workspace_pod(pods: Pods, iid: str) -> Pod:
     return pods.run_pod(f"ws-{iid}", labels=mk2_labels(iid, f"ws-{iid}", f"owner-{iid}"))
 

@@ -22,7 +22,7 @@ import trio
 from containerd_protos.events import task_pb2 as task_events
 from watcher.client import Client, open_client
 from watcher.errors import Code, ConnectError, ContainerdError, NotFound
-from watcher.records import Envelope, TaskCreated, TaskStarted
+from watcher.inputs import Envelope, TaskCreated, TaskStarted
 from watcher.testing.fake import FakeContainerd, FakePod, Rpc, mk2_labels
 
 #: bound on every wait: only reached when something is broken

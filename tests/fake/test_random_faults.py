@@ -31,8 +31,7 @@ import trio
 import trio.testing
 
 from containerd_protos.types.task import task_pb2 as task_types
-from watcher.changes import Lagged
-from watcher.records import ChangeKind, WorkspaceChange, WorkspaceState
+from watcher.published import ChangeKind, Lagged, WorkspaceChange, WorkspaceState
 from watcher.testing.fake import FakeContainerd, FakePod, Rpc
 from watcher.testing.labels import mk1_labels, mk2_labels
 from watcher.watcher import Settings, Watcher, open_watcher
@@ -216,4 +215,3 @@ async def test_random_faults(seed: int, tmp_path: Path) -> None:
                 nursery.cancel_scope.cancel()
     for cid, seen in kinds.items():
         check_stream(seen, cid)
-

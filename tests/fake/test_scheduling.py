@@ -13,7 +13,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from watcher.records import ChangeKind, Disconnected, WorkspaceChange
+from watcher.published import ChangeKind, Disconnected, WorkspaceChange
 from watcher.testing.fake import FakeContainerd, Rpc
 from watcher.testing.labels import mk2_labels
 from watcher.testing.watching import kinds_of, watching

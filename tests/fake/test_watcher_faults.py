@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,12 +29,12 @@ from containerd_protos.events import container_pb2 as container_events
 from containerd_protos.events import task_pb2 as task_events
 from containerd_protos.types.task import task_pb2 as task_types
 from watcher import loop as loop_module
-from watcher.changes import Lagged
 from watcher.errors import ConnectError, NoCgroup, NotFound
-from watcher.records import (
+from watcher.published import (
     Change,
     ChangeKind,
     Disconnected,
+    Lagged,
     Synced,
     Workspace,
     WorkspaceChange,
@@ -76,6 +76,24 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
         for r in caplog.records
         if r.levelno >= logging.WARNING and r.name.startswith("watcher")
     ]
+
+
+@contextmanager
+def logged(logger: logging.Logger, text: str) -> Iterator[trio.Event]:
+    """An event set when `logger` (on the trio thread) logs a message containing `text`."""
+    seen = trio.Event()
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                seen.set()
+
+    handler = Handler()
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
 
 
 @dataclass
@@ -180,7 +198,7 @@ def gone(w: Watcher, iid: str) -> Callable[[], bool | None]:
 def container_gone(w: Watcher, container_id: str) -> Callable[[], bool | None]:
     def find() -> bool | None:
         try:
-            w.workspace(container_id)
+            w.container(container_id)
         except NotFound:
             return True
         return None
@@ -259,6 +277,45 @@ async def test_dropped_stream_mid_way(
     lost = [m for m in warnings_of(caplog_warnings) if "lost containerd" in m]
     assert len(lost) == 1 and "dropped" in lost[0]
     assert warnings_of(caplog_warnings) == lost
+
+
+async def test_stream_and_health_check_failing_together_are_one_loss(
+    fake: FakeContainerd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """containerd gone fails the event stream and a call in flight in the same instant: two
+    errors in the session's nursery are still one outage, not a crash of the watcher."""
+    gate = trio.Event()
+    sessions = 0
+    follow, health = loop_module._Session.follow, loop_module._Session.health
+
+    def failing(real: Callable[..., Any]) -> Callable[..., Any]:
+        async def run(self: Any, *args: Any) -> None:
+            if sessions > 1:
+                return await real(self, *args)  # type: ignore[no-any-return]
+            await gate.wait()  # both woken by one set(): both fail before either is cancelled
+            raise ConnectError("containerd went away")
+
+        return run
+
+    def counted_sync(real: Callable[..., Any]) -> Callable[..., Any]:
+        async def run(self: Any, **kwargs: Any) -> None:
+            nonlocal sessions
+            sessions += 1
+            await real(self, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(loop_module._Session, "follow", failing(follow))
+    monkeypatch.setattr(loop_module._Session, "health", failing(health))
+    monkeypatch.setattr(loop_module._Session, "sync", counted_sync(loop_module._Session.sync))
+    workspace_pod(fake, "inst-a")
+    async with watching(fake) as wd:
+        await wd.wait(running(wd.w, "inst-a"))
+        before = wd.synced.value
+        gate.set()
+        await wd.resync_after(before)
+        assert wd.disconnected.value == 1
+        assert sessions == 2
 
 
 @pytest.mark.parametrize("method", [Rpc.CONTAINERS_LIST_STREAM, Rpc.TASKS_LIST])
@@ -408,13 +465,18 @@ async def test_get_after_create_not_found(
     """containerd answered /containers/create, then NotFound for it (deleted at once — or,
     here, a lie): the container is skipped with a warning; the next resync finds it."""
     async with watching(fake) as wd:
-        fake.fail(Rpc.CONTAINERS_GET, grpc.StatusCode.NOT_FOUND)  # the sandbox's Get
-        a = workspace_pod(fake, "inst-a")
-        await wd.reconnected()  # the drop is queued after the pod's events
+        # the first Get: the sandbox's or the workspace container's, as the concurrent
+        # Gets reach the server
+        fake.fail(Rpc.CONTAINERS_GET, grpc.StatusCode.NOT_FOUND)
+        with logged(logging.getLogger("watcher"), "no such container") as warned:
+            a = workspace_pod(fake, "inst-a")
+            with trio.fail_after(PATIENCE):
+                await warned.wait()  # the NotFound was answered: not cut short by the drop
+        await wd.reconnected()
         assert_consistent(wd.w, fake, {"inst-a": a})
         assert wd.w.workspaces()["inst-a"].running  # type: ignore[index]
-    # the Get's answer and the stream's drop race (Gets run beside the stream): find it
-    about = [m for m in warnings_of(caplog_warnings) if a.sandbox_id in m]
+    ids = (a.sandbox_id, a.containers["workspace"])
+    about = [m for m in warnings_of(caplog_warnings) if any(i in m for i in ids)]
     assert len(about) == 1 and "no such container" in about[0], warnings_of(caplog_warnings)
 
 
@@ -425,7 +487,7 @@ async def test_snapshot_mounts_failing_leaves_upperdir_unknown(
     cid = a.containers["workspace"]
     fake.fail(Rpc.SNAPSHOTS_MOUNTS, grpc.StatusCode.NOT_FOUND, times=None)
     async with watching(fake) as wd:
-        ws = wd.w.workspace(cid)
+        ws = wd.w.container(cid)
         assert ws.upperdir is None and ws.pid == fake.task(cid).pid  # type: ignore[union-attr]
     msgs = warnings_of(caplog_warnings)
     assert msgs and all(cid in m for m in msgs)
@@ -475,7 +537,7 @@ async def test_garbage_in_place_of_a_task_create_is_fixed_by_the_resync(
         assert not ws.running
         await wd.reconnected()
         assert_consistent(wd.w, fake, {"inst-a": a})
-        assert wd.w.workspace(cid).running
+        assert wd.w.container(cid).running
     assert len([m for m in warnings_of(caplog_warnings) if "undecodable" in m]) == 2
 
 
@@ -602,7 +664,7 @@ async def test_events_for_containers_never_created_or_unknown(
         await wd.reconnected()
         assert_consistent(wd.w, fake, {"inst-a": a, "inst-b": b})
         with pytest.raises(NotFound):
-            wd.w.workspace("ghost")
+            wd.w.container("ghost")
     assert [m for m in warnings_of(caplog_warnings) if "lost" not in m] == []
 
 

@@ -13,15 +13,15 @@ import trio.testing
 
 from watcher import client as client_module
 from watcher.client import open_client
+from watcher.containerd_records import TaskStatus
 from watcher.errors import ConnectError, NotFound
-from watcher.records import (
+from watcher.inputs import (
     ContainerChanged,
     ContainerDeleted,
     TaskCreated,
     TaskDeleted,
     TaskExited,
     TaskStarted,
-    TaskStatus,
 )
 from watcher.resolve import locate
 from watcher.testing import labels
@@ -70,9 +70,8 @@ async def test_workspace_pod_is_listed_with_task_and_snapshot(
         ]
         assert upper and os.path.isdir(upper[0])
 
-        assert (await client.get_container(cid)).id == cid
-        spec = await client.container_spec(cid)
-        assert spec is not None and spec["linux"]["cgroupsPath"]
+        got = await client.get_container(cid)
+        assert got.id == cid and got.cgroup_path  # from the spec's linux.cgroupsPath
         with pytest.raises(NotFound):
             await client.get_container("no-such-container")
 

@@ -23,13 +23,20 @@ import pytest
 import trio
 import trio.testing
 
-from watcher.changes import Lagged
-from watcher.records import Change, ChangeKind, Disconnected, Synced, Workspace, WorkspaceChange
+from watcher.published import (
+    Change,
+    ChangeKind,
+    Disconnected,
+    Synced,
+    Workspace,
+    WorkspaceChange,
+)
 from watcher.testing import labels
 from watcher.testing.containerd import PrivateContainerd
 from watcher.testing.errors import CRIError
 from watcher.testing.pods import Pod, Pods
-from watcher.watcher import Settings, Watcher, open_watcher
+from watcher.testing.watching import watching
+from watcher.watcher import Settings, open_watcher
 
 #: bound on every wait: only reached when something is broken (CI machines are loaded)
 WAIT = 60.0
@@ -80,30 +87,6 @@ async def log_waiter() -> AsyncIterator[LogWaiter]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-
-
-@asynccontextmanager
-async def watching(
-    ctrd: PrivateContainerd, **settings: Any
-) -> AsyncIterator[tuple[Watcher, list[Change]]]:
-    """A watcher plus every change it published (collected in the background)."""
-    seen: list[Change] = []
-    config = Settings(address=ctrd.address, **({"backoff_initial": 0.05} | settings))
-    async with open_watcher(settings=config) as w, trio.open_nursery() as nursery:
-        changes = w.changes()
-        stream = changes.__enter__()
-
-        async def collect() -> None:
-            async for change in stream:
-                assert not isinstance(change, Lagged)
-                seen.append(change)
-
-        nursery.start_soon(collect)
-        try:
-            yield w, seen
-        finally:
-            changes.__exit__(None, None, None)
-            nursery.cancel_scope.cancel()
 
 
 def kinds_of(seen: list[Change], container_id: str) -> list[ChangeKind]:

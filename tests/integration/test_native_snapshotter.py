@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from watcher import ChangeKind, Disconnected, NotFound, Watcher, Workspace, WorkspaceChange
-from watcher.records import Change
+from watcher.published import Change
 from watcher.testing import NAMESPACE, Pods, PrivateContainerd, mk2_labels
 from watcher.testing.watching import kinds_of, run, watching
 
@@ -25,7 +25,7 @@ WAIT = 20  # seconds: the waits return as soon as the watcher knows
 def mount_of(mount_point: str) -> tuple[str, str] | None:
     """(root, fs type) of the mount at ``mount_point`` in our mount table, None if none.
 
-    Read here rather than with ``watcher.mounts``: the rig's facts must not hang on the code
+    Read here rather than with ``watcher.mountinfo``: the rig's facts must not hang on the code
     under test. The rig's paths hold no blanks, so mountinfo's octal escapes do not matter.
     """
     found = None

@@ -44,7 +44,6 @@ pytestmark = pytest.mark.containerd
 PATIENCE = 30.0
 
 
-
 @pytest.fixture
 def tap(containerd: PrivateContainerd, sockdir: str) -> Iterator[Wiretap]:
     with Wiretap(containerd.address, sockdir) as made:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from watcher.containerd_records import TaskStatus
 from watcher.errors import NotFound
-from watcher.records import TaskStatus, WorkspaceState
+from watcher.published import WorkspaceState
 from watcher.testing import labels
 from watcher.testing.containerd import PrivateContainerd
 from watcher.testing.image import WORKSPACE_IMAGE
@@ -91,7 +92,7 @@ async def test_replaced_container_attempt_and_exit(
             )
             gone = await w.wait_until(
                 lambda: (
-                    ws if (ws := w.workspace(old.container_id)).exit_status is not None else None
+                    ws if (ws := w.container(old.container_id)).exit_status is not None else None
                 )
             )
         assert new.attempt == 1

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from watcher import cgroups
-from watcher.records import (
+from watcher.published import (
     ChangeKind,
     Disconnected,
     Synced,
@@ -141,7 +141,7 @@ async def test_replaced_container_inside_the_pod(containerd: PrivateContainerd, 
         assert second.pid is not None and second.pid != first.pid
         assert os.path.exists(f"/proc/{second.pid}")
         assert second.attempt in (1, None)
-        old = w.workspace(first.container_id)
+        old = w.container(first.container_id)
         assert old.state is WorkspaceState.EXITED
 
         await run(pods.remove_exited, replaced, first.container_id)

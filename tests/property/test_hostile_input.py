@@ -20,7 +20,7 @@ from containerd_protos.services.containers.v1 import containers_pb2
 from containerd_protos.types import event_pb2
 from watcher import decode
 from watcher.index import Index
-from watcher.records import ContainerSeen
+from watcher.inputs import ContainerSeen
 
 EVENT_TYPES = [*sorted(decode.KNOWN_EVENT_TYPES), "containerd.events.FromTheFuture", ""]
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)  # any Unicode, no surrogates

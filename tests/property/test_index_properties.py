@@ -30,32 +30,30 @@ from hypothesis.stateful import (
 )
 from record_builders import IMAGE
 
-from watcher.index import Index
-from watcher.needs import NeedLocation, NeedRecord
-from watcher.records import (
-    ChangeKind,
-    ContainerChanged,
-    ContainerDeleted,
+from watcher.containerd_records import (
     ContainerId,
     ContainerRecord,
+    SandboxId,
+    TaskRecord,
+    TaskStatus,
+)
+from watcher.index import Index
+from watcher.inputs import (
+    ContainerChanged,
+    ContainerDeleted,
     ContainerSeen,
     Event,
-    InstanceId,
     LookupFailed,
     Relisted,
     Resolved,
-    SandboxId,
     TaskCreated,
     TaskDeleted,
     TaskExited,
-    TaskRecord,
     TaskSeen,
     TaskStarted,
-    TaskStatus,
-    Workspace,
-    WorkspaceChange,
-    WorkspaceState,
 )
+from watcher.needs import NeedLocation, NeedRecord
+from watcher.published import ChangeKind, InstanceId, Workspace, WorkspaceChange, WorkspaceState
 
 PROPS = settings(
     max_examples=100,

@@ -6,7 +6,7 @@ import trio
 import trio.testing
 
 from watcher.changes import ChangeHub, Lagged
-from watcher.records import Disconnected, Synced
+from watcher.published import Disconnected, Synced
 
 
 def _synced(n: int) -> Synced:

@@ -7,13 +7,9 @@ import logging
 import pytest
 from record_builders import workspace
 
+from watcher.containerd_records import ContainerId
 from watcher.corrections import Corrections
-from watcher.records import (
-    ChangeKind,
-    ContainerId,
-    InstanceId,
-    WorkspaceChange,
-)
+from watcher.published import ChangeKind, InstanceId, WorkspaceChange
 
 
 def _change(cid: str) -> WorkspaceChange:
@@ -21,18 +17,18 @@ def _change(cid: str) -> WorkspaceChange:
     return WorkspaceChange(kind=ChangeKind.REMOVED, ts=0.0, workspace=ws)
 
 
-def test_confirmed_suspect_is_not_counted() -> None:
+def test_a_confirmed_change_is_not_counted() -> None:
     c = Corrections(grace=5)
-    c.suspect(_change("a"), now=0)
+    c.add(_change("a"), now=0)
     assert c.next_due() == 5
     c.confirm("a")
     assert c.report_due(now=10) == 0 and c.count == 0
 
 
-def test_unconfirmed_suspect_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unconfirmed_change_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     c = Corrections(grace=5)
-    c.suspect(_change("a"), now=0)
-    c.suspect(_change("b"), now=3)
+    c.add(_change("a"), now=0)
+    c.add(_change("b"), now=3)
     c.confirm("zzz")
     with caplog.at_level(logging.WARNING):
         assert c.report_due(now=4) == 0

@@ -14,16 +14,15 @@ from containerd_protos.services.containers.v1 import containers_pb2
 from containerd_protos.types import event_pb2, mount_pb2
 from containerd_protos.types.task import task_pb2 as task_types_pb2
 from watcher import decode, resolve
-from watcher.records import (
+from watcher.containerd_records import ContainerId, LayerMount, TaskStatus
+from watcher.cri import ContainerKind, kind_of
+from watcher.inputs import (
     ContainerChanged,
     ContainerDeleted,
-    ContainerId,
-    SnapshotMount,
     TaskCreated,
     TaskDeleted,
     TaskExited,
     TaskStarted,
-    TaskStatus,
 )
 
 CID = "c" * 64
@@ -58,11 +57,13 @@ SPEC = json.dumps(
 def test_container_with_spec() -> None:
     rec = decode.container(_container(SPEC))
     assert rec.id == CID
-    assert rec.kind == "container"
+    assert kind_of(rec.labels) is ContainerKind.CONTAINER
     assert rec.created_at == pytest.approx(1700000000.5)
     assert rec.cgroup_path == "/kubepods/besteffort/pod1/" + CID
     assert rec.mounts[0].destination == "/proc"
     assert rec.cri_container is None and rec.cri_sandbox is None
+    with pytest.raises(TypeError):  # records are shared into published workspaces
+        rec.labels["injected"] = "1"  # type: ignore[index]
 
 
 @pytest.mark.parametrize("spec", [None, b"not json", b"[1]", b'{"linux": 3}', b"{}"])
@@ -178,7 +179,7 @@ def test_bare_type_url_events_decode() -> None:
 
 
 def test_a_task_on_a_snapshotter_without_upper_layer_is_located_without_upperdir() -> None:
-    bind = SnapshotMount(type="bind", source="/var/lib/c/native/snapshots/7", options=("rbind",))
+    bind = LayerMount(type="bind", source="/var/lib/c/native/snapshots/7", options=("rbind",))
     event = TaskCreated(
         ts=1.0, container_id=ContainerId(CID), pid=3, rootfs_mounts=(bind,), bundle="/b"
     )

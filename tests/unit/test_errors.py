@@ -6,7 +6,7 @@ import pytest
 
 from watcher import cgroups, errors
 from watcher.disclosure import DisclosureError
-from watcher.mounts import PathMapError
+from watcher.pathmap import PathMapError
 
 
 @pytest.mark.parametrize(

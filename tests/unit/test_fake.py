@@ -22,18 +22,16 @@ from containerd_protos.services.version.v1 import version_pb2_grpc
 from containerd_protos.types import event_pb2
 from watcher import decode, resolve
 from watcher.client import open_client
+from watcher.containerd_records import ContainerId, ContainerRecord, TaskRecord, TaskStatus
+from watcher.cri import ContainerKind, kind_of
 from watcher.errors import ConnectError, NotFound
-from watcher.records import (
+from watcher.inputs import (
     ContainerChanged,
     ContainerDeleted,
-    ContainerId,
-    ContainerRecord,
     TaskCreated,
     TaskDeleted,
     TaskExited,
-    TaskRecord,
     TaskStarted,
-    TaskStatus,
 )
 from watcher.testing.fake import (
     NAMESPACE,
@@ -83,7 +81,7 @@ async def test_pod_is_listed_with_tasks_mounts_and_cri_metadata(fake: FakeContai
         assert set(containers) == {pod.sandbox_id, cid, pod.containers["sidecar"]}
 
         sandbox = containers[pod.sandbox_id]
-        assert sandbox.kind == "sandbox"
+        assert kind_of(sandbox.labels) is ContainerKind.SANDBOX
         assert sandbox.labels["gitpod.io/instanceID"] == "inst-1"
         assert sandbox.labels["io.kubernetes.pod.uid"] == pod.uid
         assert sandbox.cri_sandbox is not None and sandbox.cri_sandbox.name == "ws-1"
@@ -437,7 +435,7 @@ async def test_synthetic_workspaces(fake: FakeContainerd) -> None:
         workspace = await client.get_container(cid)
         task = await client.get_task(cid)
         mounts = await client.snapshot_mounts(workspace.snapshotter, workspace.snapshot_key)
-    assert sandbox.kind == "sandbox"
+    assert kind_of(sandbox.labels) is ContainerKind.SANDBOX
     assert sandbox.labels["gitpod.io/managed-by"] == "ws-manager-mk2"
     assert sandbox.labels["metaID"] == pod.labels["metaID"]
     assert sandbox.labels["workspaceID"] == sandbox.labels["gitpod.io/instanceID"]

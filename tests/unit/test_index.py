@@ -3,40 +3,38 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 
 import pytest
 from record_builders import container_record, sandbox_record
 
-from watcher.errors import UsageError
-from watcher.index import Index
-from watcher.labels import LabelScheme
-from watcher.needs import NeedLocation, NeedLogCheck, NeedRecord
-from watcher.records import (
-    ChangeKind,
-    ContainerChanged,
-    ContainerDeleted,
+from watcher.containerd_records import (
     ContainerId,
     ContainerRecord,
+    SpecMount,
+    TaskRecord,
+    TaskStatus,
+)
+from watcher.errors import UsageError
+from watcher.index import Index
+from watcher.inputs import (
+    ContainerChanged,
+    ContainerDeleted,
     ContainerSeen,
     Event,
-    InstanceId,
     LogChecked,
     LookupFailed,
-    Mount,
     Relisted,
     Resolved,
-    Synced,
     TaskCreated,
     TaskDeleted,
     TaskExited,
-    TaskRecord,
     TaskSeen,
     TaskStarted,
-    TaskStatus,
-    WorkspaceChange,
-    WorkspaceState,
 )
+from watcher.labels import LabelScheme
+from watcher.needs import NeedLocation, NeedLogCheck, NeedRecord
+from watcher.published import ChangeKind, InstanceId, Synced, WorkspaceChange, WorkspaceState
 from watcher.testing.labels import mk1_labels, mk2_labels
 
 MK1 = mk1_labels("inst-1", "ws-1", "owner-1")
@@ -89,7 +87,7 @@ def container(
         attempt=attempt,
         image_ref="sha256:abc",
         cgroup_path=cgroup_path if cgroup_path is not None else f"/kubepods/pod{uid}/{cid}",
-        mounts=(Mount(destination="/workspace", source="/var/gitpod/ws", type="bind"),),
+        mounts=(SpecMount(destination="/workspace", source="/var/gitpod/ws", type="bind"),),
         cri=cri,
         annotations=annotations,
     )
@@ -203,7 +201,7 @@ def test_workspace_fields_mk1() -> None:
     assert dict(ws.pod_labels) == MK1  # the pod's own labels, no bookkeeping
     assert ws.created_at == 101.0
     assert ws.cgroup_path == "/kubepods/poduid-1/c-1"
-    assert ws.mounts == (Mount(destination="/workspace", source="/var/gitpod/ws", type="bind"),)
+    assert ws.mounts == (SpecMount(destination="/workspace", source="/var/gitpod/ws", type="bind"),)
     assert (ws.container_name, ws.attempt, ws.image_ref) == ("workspace", 0, "sha256:abc")
     assert ws.log_path == "/var/log/pods/ws-pod/workspace/0.log"
     assert dict(ws.container_annotations) == {"io.kubernetes.container.restartCount": "0"}
@@ -211,6 +209,34 @@ def test_workspace_fields_mk1() -> None:
     assert (ws.pid, ws.upperdir, ws.state) == (4242, UPPER, WorkspaceState.RUNNING)
     assert ws.started_at == 3.5
     assert ws.exit_status is None and ws.exited_at is None
+
+
+def test_published_workspaces_are_read_only_all_the_way_down() -> None:
+    """A caller cannot change the index's state through a published workspace, whatever
+    mappings the records it was made from held."""
+    pod_annotations = {"gitpod/id": "x"}
+    container_annotations = {"io.kubernetes.container.restartCount": "0"}
+    index = Index()
+    feed(
+        index,
+        [
+            seen(sandbox("sb-1", annotations=pod_annotations)),
+            seen(container("c-1", annotations=container_annotations)),
+            created("c-1", pid=4242),
+        ],
+    )
+    ws = index.by_container(ContainerId("c-1"))
+    assert ws is not None
+    for mapping in (ws.pod_labels, ws.pod_annotations, ws.container_annotations):
+        assert not isinstance(mapping, MutableMapping)
+        with pytest.raises(TypeError):
+            mapping["injected"] = "1"  # type: ignore[index]
+    pod_annotations["gitpod/id"] = "changed by the caller"
+    container_annotations.clear()
+    again = index.by_container(ContainerId("c-1"))
+    assert again is not None
+    assert dict(again.pod_annotations) == {"gitpod/id": "x"}
+    assert dict(again.container_annotations) == {"io.kubernetes.container.restartCount": "0"}
 
 
 def test_workspace_fields_mk2_take_workspace_id_from_meta_id() -> None:

@@ -14,7 +14,7 @@ from watcher.labels import (
     match,
     pod_labels,
 )
-from watcher.records import InstanceId
+from watcher.published import InstanceId
 
 BOOKKEEPING = {
     "io.cri-containerd.kind": "sandbox",

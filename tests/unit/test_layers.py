@@ -1,14 +1,19 @@
 """The layers of the package, as rules on imports (what import-linter contracts would say).
 
-* the core (records, needs, labels, the index and its rooms, cgroups, mounts, procfs,
-  corrections, disclosure) does no I/O framework: no trio, no grpc, no protobuf; and it imports
-  nothing of the shell;
+* every module of the package is in the core or in the shell;
+* the core (the records, needs, labels, the index and its rooms, cgroups, the mount table,
+  path maps, procfs, corrections, disclosure, settings, errors) does no I/O framework: no
+  trio, no grpc, no protobuf, no prometheus_client; and it imports nothing of the shell;
+* the records sit at the bottom, by who makes and reads them: CRI's vocabulary and
+  containerd's records import nothing of the package but errors; the index's inputs and what
+  it publishes import containerd's records only;
 * the index's rooms (facts, the pod join, publishing) serve the index only and know no
   `Index`; facts know neither the join nor publishing, publishing knows neither facts nor the
   join (the index composes them);
 * resolution answers needs and knows nothing of the index; the loop ferries between them;
 * protobuf stops at `decode` (and the client and the test rig that speak the wire);
 * grpc is imported by `client` only (and the test rig's servers and CRI client);
+* prometheus_client is imported by `metrics` only (the shell counts through it);
 * the shipped demo takes the rig from `watcher.testing.rig`, and importing it loads no pytest
   and nothing of the test suite's tooling (the fake containerd, the fixtures, `watching`).
 """
@@ -26,11 +31,16 @@ PACKAGE = Path(__file__).resolve().parents[2] / "watcher"
 #: the rooms of the index, one concern each: what is known of a container, the CRI pod join,
 #: what is published
 INDEX_ROOMS = ("facts", "podjoin", "publishing")
+#: the records, by who makes and who reads them
+RECORDS = ("cri", "containerd_records", "inputs", "published")
 CORE = (
-    "records", "needs", "labels", "index", *INDEX_ROOMS, "cgroups", "mounts", "procfs",
-    "corrections", "errors", "disclosure", "settings",
+    *RECORDS, "needs", "labels", "index", *INDEX_ROOMS, "cgroups", "mountinfo", "pathmap",
+    "procfs", "corrections", "errors", "disclosure", "settings", "durations",
 )  # fmt: skip
-SHELL = ("client", "decode", "resolve", "loop", "watcher", "changes", "cli", "testing")
+SHELL = (
+    "client", "decode", "resolve", "loop", "watcher", "changes", "cli", "testing", "_nursery",
+    "metrics", "service", "remote", "wire",
+)  # fmt: skip
 
 
 def imported(module: Path) -> set[str]:
@@ -65,14 +75,36 @@ def modules() -> list[Path]:
     return sorted(PACKAGE.rglob("*.py"))
 
 
+def test_every_module_has_a_layer() -> None:
+    names = {m.stem for m in PACKAGE.glob("*.py")} | {
+        d.name for d in PACKAGE.iterdir() if (d / "__init__.py").exists()
+    }
+    assert names - {"__init__", "__main__"} - set(CORE) - set(SHELL) == set()
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [("cri", set()), ("containerd_records", set()), ("inputs", {"containerd_records"}),
+     ("published", {"containerd_records"})],
+)  # fmt: skip
+def test_the_records_sit_at_the_bottom(name: str, allowed: set[str]) -> None:
+    assert internal(PACKAGE / f"{name}.py") <= allowed
+
+
 @pytest.mark.parametrize("name", CORE)
 def test_the_core_imports_no_io_framework(name: str) -> None:
-    assert imported(PACKAGE / f"{name}.py") & {"trio", "trio_util", "grpc", "google"} == set()
+    frameworks = {"trio", "trio_util", "grpc", "google", "prometheus_client"}
+    assert imported(PACKAGE / f"{name}.py") & frameworks == set()
 
 
 def test_grpc_only_in_the_client_and_the_rig() -> None:
     users = {str(m.relative_to(PACKAGE)) for m in modules() if "grpc" in imported(m)}
     assert {u for u in users if not u.startswith("testing/")} == {"client.py"}
+
+
+def test_prometheus_only_in_the_metrics() -> None:
+    users = {str(m.relative_to(PACKAGE)) for m in modules() if "prometheus_client" in imported(m)}
+    assert users == {"metrics.py"}
 
 
 def test_protobuf_stops_at_decode() -> None:

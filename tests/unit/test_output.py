@@ -6,20 +6,22 @@ import json
 from dataclasses import replace
 
 import pytest
+import yaml
 from record_builders import CID, RUN, STATE, workspace
 from record_builders import WORKSPACE_FIELDS as FIELDS
 
-from watcher.changes import Lagged
 from watcher.cli import output
 from watcher.cli.follow import Follower
+from watcher.containerd_records import ContainerId
 from watcher.disclosure import Disclosure
-from watcher.mounts import PathMap
-from watcher.records import (
+from watcher.pathmap import PathMap
+from watcher.published import (
     ChangeKind,
-    ContainerId,
     Disconnected,
     InstanceId,
+    Lagged,
     Synced,
+    Workspace,
     WorkspaceChange,
     WorkspaceState,
 )
@@ -247,3 +249,92 @@ def test_after_the_first_sync_everything_passes_in_order() -> None:
         change(ChangeKind.REMOVED, "a"),
     ]
     assert [line for c in later for line in follower.feed(c)] == later
+
+
+# --- -o json|yaml|wide|name, watch -o text (issue 15) ----------------------------------------
+
+
+def render(found: list[Workspace], fmt: output.Format, *, array: bool) -> list[str]:
+    return output.render(
+        found, fmt, now=1_700_000_000.25 + 300, as_json=output.workspace_json, array=array
+    )
+
+
+def two() -> list[Workspace]:
+    return [
+        workspace(),
+        workspace(instance_id=InstanceId("inst-2"), container_id=ContainerId("c2" * 32)),
+    ]
+
+
+def test_json_is_an_array_for_ls_and_a_line_per_object_otherwise() -> None:
+    found = two()
+    assert render(found, output.Format.JSON, array=True) == [
+        output.dumps([output.workspace_json(ws) for ws in found])
+    ]
+    assert render([], output.Format.JSON, array=True) == ["[]"]
+    lines = render(found[:1], output.Format.JSON, array=False)
+    assert lines == [output.dumps(output.workspace_json(found[0]))]
+
+
+def test_yaml_is_a_document_per_object_with_the_json_contract() -> None:
+    found = two()
+    docs = render(found, output.Format.YAML, array=True)
+    assert len(docs) == 2 and all(doc.startswith("---\n") and doc[-1] != "\n" for doc in docs)
+    loaded = list(yaml.safe_load_all("\n".join(docs)))
+    assert loaded == [json.loads(output.dumps(output.workspace_json(ws))) for ws in found]
+    assert list(loaded[0]) == FIELDS  # the contract's order, not sorted
+    assert render([], output.Format.YAML, array=True) == []
+
+
+def test_yaml_keeps_odd_values_whole_and_ascii() -> None:
+    odd = "line one\nline: two # not a comment\u00e9 " + "x" * 200
+    ws = workspace(pod_labels={"gpwsman": "true", "note": odd})
+    (doc,) = render([ws], output.Format.YAML, array=False)
+    assert doc.isascii()
+    assert yaml.safe_load(doc)["pod_labels"]["note"] == odd
+
+
+def test_name_is_one_instance_id_per_line() -> None:
+    assert render(two(), output.Format.NAME, array=True) == ["inst-1", "inst-2"]
+    assert render([], output.Format.NAME, array=True) == []
+
+
+def test_wide_adds_columns_after_the_table_s_own() -> None:
+    (text,) = render(two(), output.Format.WIDE, array=True)
+    header, first, _ = text.splitlines()
+    assert header.split() == ["INSTANCE", "POD", "CONTAINER", "PID", "STATE", "AGE",
+                              "WORKSPACE", "OWNER", "SCHEME", "IMAGE"]  # fmt: skip
+    ws = workspace()
+    assert first.split() == [
+        *["inst-1", "default/ws-inst-1", CID[:12], "4242", "running", "5m"],
+        *[str(ws.workspace_id), str(ws.owner_id), "gitpod-mk1", ws.image],
+    ]
+    (narrow,) = render(two(), output.Format.TABLE, array=True)
+    assert narrow == output.table(two(), now=1_700_000_000.25 + 300)
+
+
+def test_a_table_cell_is_one_word_whatever_the_label_said() -> None:
+    ws = workspace(workspace_id="evil\ninst-9  default/forged", owner_id=None)
+    (text,) = render([ws], output.Format.WIDE, array=True)
+    lines = text.splitlines()
+    assert len(lines) == 2
+    assert lines[1].split()[6:8] == ["evil?inst-9??default/forged", "-"]
+
+
+def test_no_secret_in_yaml_wide_or_name() -> None:
+    token = "gp-bearer-s3cr3t"
+    ws = workspace(
+        pod_labels={"gpwsman": "true", "auth-token": token},
+        pod_annotations={"gitpod/ownerToken": token},
+        container_annotations={"apiKey": token},
+    )
+    for fmt in (output.Format.YAML, output.Format.WIDE, output.Format.NAME, output.Format.JSON):
+        assert token not in "\n".join(render([ws], fmt, array=True)), fmt
+
+
+def test_watch_text_is_the_human_line() -> None:
+    change = WorkspaceChange(kind=ChangeKind.RUNNING, ts=1.0, workspace=workspace())
+    with pytest.raises(ValueError, match="text"):
+        render([workspace()], output.Format.TEXT, array=True)  # not a form of workspaces
+    assert "running" in output.pretty_change(change)

@@ -252,7 +252,6 @@ CLIENT_PATHS: list[tuple[str, ClientCall]] = [
     (Rpc.NAMESPACES_LIST, lambda c, _: c.namespaces()),
     (Rpc.CONTAINERS_LIST_STREAM, lambda c, _: c.list_containers()),  # stream, idle deadline
     (Rpc.CONTAINERS_GET, lambda c, cid: c.get_container(cid)),
-    (Rpc.CONTAINERS_GET, lambda c, cid: c.container_spec(cid)),
     (Rpc.TASKS_LIST, lambda c, _: c.list_tasks()),
     (Rpc.TASKS_GET, lambda c, cid: c.get_task(cid)),
     (Rpc.SNAPSHOTS_MOUNTS, lambda c, cid: c.snapshot_mounts("overlayfs", cid)),

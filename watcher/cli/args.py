@@ -1,32 +1,44 @@
 """The command line, parsed: argv and the environment in, one frozen `Options` out.
 
-No I/O beyond checking that `--proc` is a directory, no trio, no watcher: every mistake a
-user can make on the command line ends here as argparse's usage line plus one error line
-and exit status 2, before anything connects anywhere.
+No I/O beyond checking that `--proc` is a directory, reading the `--schemes` file and the
+package's metadata (`--version`), no trio, no watcher: every mistake a user can make on the
+command line ends here as argparse's usage line plus one error line and exit status 2,
+before anything connects anywhere.
 
 Common options are accepted before and after the command (`ws-watcher --address A watch`
 and `ws-watcher watch --address A`); the top-level parser holds the defaults, the
-subcommands' copies default to "not given" so they only override what the user typed.
+subcommands' copies default to "not given" so they only override what the user typed. A
+subcommand takes only the options it uses: the demo (its own containerd) only the logging
+ones, `completion` none.
 """
 
 from __future__ import annotations
 
 import argparse
 import enum
+import functools
+import importlib.metadata
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from watcher import settings
 from watcher.disclosure import Disclosure, DisclosureError, check_entry
+from watcher.durations import parse_seconds
 from watcher.errors import UsageError
 from watcher.labels import GITPOD_SCHEMES, LabelScheme, schemes_from_toml
-from watcher.mounts import PathMap, PathMapError
+from watcher.pathmap import PathMap, PathMapError
+
+from .completion import SHELLS
+from .logs import LOG_FORMATS, LOG_LEVELS
+from .output import Format
 
 __all__ = ["Command", "Options", "build_parser", "parse"]
 
 PROG = "ws-watcher"
-LOG_LEVELS = ("debug", "info", "warning", "error")
+#: the name `--version` looks up in the installed package's metadata
+DISTRIBUTION = "ws-watcher"
 
 
 class Command(enum.Enum):
@@ -36,6 +48,17 @@ class Command(enum.Enum):
     LS = "ls"
     INSPECT = "inspect"
     DEMO = "demo"
+    COMPLETION = "completion"
+
+
+#: what `-o` offers, per command (a workspace's forms; `watch`: its lines' forms)
+_WORKSPACE_FORMATS = (Format.JSON, Format.YAML, Format.WIDE, Format.NAME)
+OUTPUTS: dict[Command, tuple[Format, ...]] = {
+    Command.LS: _WORKSPACE_FORMATS,
+    Command.WAIT: _WORKSPACE_FORMATS,
+    Command.INSPECT: _WORKSPACE_FORMATS,
+    Command.WATCH: (Format.JSON, Format.TEXT),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,19 +71,30 @@ class Options:
     proc: str = settings.PROC_ROOT
     path_map: PathMap = field(default_factory=PathMap)
     log_level: str = "warning"
+    #: stderr's logs: "text" for people, "json" for log pipelines
+    log_format: str = "text"
     #: watch: print the workspaces found by the initial sync
     initial: bool = False
     #: watch: seconds between safety relists (0: never)
     relist_interval: float = settings.RELIST_INTERVAL
-    #: wait, wait-stop; inspect (an instance or a container id)
+    #: wait, wait-stop
     instance_id: str = ""
     timeout: float = settings.WAIT_TIMEOUT
-    #: ls
-    json: bool = False
+    #: inspect: an instance id or a container id
+    target: str = ""
+    #: ls, wait, inspect, watch (-o): how to print; ls's default is its table
+    output: Format = Format.JSON
+    #: completion: bash, zsh or fish
+    shell: str = ""
     #: what makes a pod a workspace: --schemes, then Gitpod's (unless --no-gitpod-schemes)
     schemes: tuple[LabelScheme, ...] = GITPOD_SCHEMES
     #: which annotations may be printed (the default allow-list plus --show-annotation)
     disclosure: Disclosure = field(default_factory=Disclosure.with_extra)
+
+    @property
+    def json(self) -> bool:
+        """The output is JSON (`ls --json`, `-o json`, and `wait`'s and `inspect`'s default)."""
+        return self.output is Format.JSON
 
 
 def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
@@ -77,17 +111,24 @@ def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
 
 
 def _seconds(name: str, *, zero: bool = False) -> Callable[[str], float]:
+    """Seconds, or a duration (`90s`, `2m`, `1h30m`, `500ms`): `watcher.durations`."""
+
     def parse_arg(text: str) -> float:
         try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-        try:
-            return settings.check_seconds(name, value, zero=zero)
+            return parse_seconds(name, text, zero=zero)
         except UsageError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return parse_arg
+
+
+@functools.cache
+def version() -> str:
+    """The installed package's version (from its metadata: written once, in pyproject)."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:  # a source tree never installed
+        return "unknown"
 
 
 _INSTANCE_ID = _checked(lambda text: settings.check_id(text, "instance id"))
@@ -137,11 +178,26 @@ def _annotation_entry(text: str) -> str:
 
 
 def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top: bool) -> None:
+    """Every common option: containerd and host, workspaces, logging."""
+    _add_containerd(parser, env, top=top)
+    _add_workspaces(parser, env, top=top)
+    _add_logging(parser, env, top=top)
+
+
+def _defaults(*, top: bool) -> Callable[[object], object]:
+    """The top level holds the defaults; a subcommand's copy only overrides what was typed."""
+
     def default(value: object) -> object:
         return value if top else argparse.SUPPRESS
 
+    return default
+
+
+def _add_containerd(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top: bool) -> None:
+    default = _defaults(top=top)
     group = parser.add_argument_group("containerd and host")
     group.add_argument(
+        "-a",
         "--address",
         metavar="PATH",
         type=_nonempty("the containerd address"),
@@ -149,6 +205,7 @@ def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top:
         help=f"containerd's socket (default: $CONTAINERD_ADDRESS, else {settings.ADDRESS})",
     )
     group.add_argument(
+        "-n",
         "--namespace",
         metavar="NS",
         type=_nonempty("the containerd namespace"),
@@ -170,6 +227,11 @@ def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top:
         help="rewrite the host path prefix HOST to LOCAL in upperdir, rootfs and bind mount "
         "sources (repeatable)",
     )
+
+
+def _add_workspaces(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top: bool) -> None:
+    default = _defaults(top=top)
+    group = parser.add_argument_group("workspaces")
     group.add_argument(
         "--schemes",
         metavar="FILE",
@@ -194,6 +256,11 @@ def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top:
         "printed by default, and a key that looks like a credential (token, secret, password, "
         "auth, key, ...) never is",
     )
+
+
+def _add_logging(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top: bool) -> None:
+    default = _defaults(top=top)
+    group = parser.add_argument_group("logging")
     group.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
@@ -201,6 +268,38 @@ def _add_common(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top:
         default=default("warning"),
         help="what to log on stderr (default: warning)",
     )
+    group.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        type=str.lower,
+        default=default("text"),
+        help="text for people, or json: one object per line (ts, level, logger, message) "
+        "for log pipelines (default: text)",
+    )
+
+
+def _add_output(parser: argparse.ArgumentParser, command: Command, default: Format) -> None:
+    choices = OUTPUTS[command]
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FORMAT",
+        choices=[f.value for f in choices],
+        default=default.value,
+        help=f"print as {', '.join(f.value for f in choices)} (default: {default.value})",
+    )
+
+
+class AddOptions(Protocol):
+    """Adds a group of common options (`_add_containerd`, `_add_workspaces`, `_add_logging`)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, env: Mapping[str, str], *, top: bool
+    ) -> None: ...
+
+
+#: the common options of a subcommand that talks to containerd
+COMMON: tuple[AddOptions, ...] = (_add_containerd, _add_workspaces, _add_logging)
 
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -208,12 +307,19 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         prog=PROG,
         usage=f"{PROG} [options] COMMAND [command options]",
         description="Watch the Kubernetes workspace pods on this node, through containerd.",
-        epilog="Exit status: 0 done, 1 timed out, 2 usage error.",
+        epilog="Exit status: 0 done (also `watch` ended by Ctrl-C or SIGTERM), 1 timed out or "
+        "not found, 2 a usage error, 130 interrupted by Ctrl-C (143 by SIGTERM). Durations: "
+        "seconds, or such as 90s, 2m, 1h30m, 500ms.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {version()}", help="print the version"
     )
     _add_common(parser, env, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: Command, help: str, usage: str = "") -> argparse.ArgumentParser:
+    def command(
+        name: Command, help: str, usage: str = "", *, common: Sequence[AddOptions] = COMMON
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name.value,
             prog=f"{PROG} {name.value}",
@@ -221,14 +327,16 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             description=help,
             usage=f"{PROG} {name.value} [options]{usage}",
         )
-        _add_common(p, env, top=False)
+        for add in common:
+            add(p, env, top=False)
         return p
 
     watch = command(
         Command.WATCH,
-        "print one JSON line per workspace change, until interrupted",
-        " [--initial]",
+        "print each workspace change as a JSON line (or -o text), until interrupted",
+        " [--initial] [-o json|text]",
     )
+    _add_output(watch, Command.WATCH, Format.JSON)
     watch.add_argument(
         "--initial",
         action="store_true",
@@ -236,35 +344,56 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     watch.add_argument(
         "--relist-interval",
-        metavar="SECONDS",
+        metavar="DURATION",
         type=_seconds("the interval", zero=True),
         default=settings.RELIST_INTERVAL,
-        help="relist containerd this often to catch missed events; 0 turns it off "
-        "(default: %(default)g)",
+        help="relist containerd this often to catch missed events: seconds or a duration "
+        "(5m); 0 turns it off (default: %(default)gs)",
     )
-    for name, help in (
-        (Command.WAIT, "wait until the instance's workspace runs; print it as JSON"),
-        (Command.WAIT_STOP, "wait until the instance's workspace container is gone"),
+    for name, help, usage in (
+        (
+            Command.WAIT,
+            "wait until the instance's workspace runs; print it (JSON, or -o)",
+            " INSTANCE_ID [--timeout DURATION] [-o FORMAT]",
+        ),
+        (
+            Command.WAIT_STOP,
+            "wait until the instance's workspace container is gone",
+            " INSTANCE_ID [--timeout DURATION]",
+        ),
     ):
-        p = command(name, help, " INSTANCE_ID [--timeout SECONDS]")
+        p = command(name, help, usage)
         p.add_argument("instance_id", metavar="INSTANCE_ID", type=_INSTANCE_ID)
         p.add_argument(
             "--timeout",
-            metavar="SECONDS",
+            metavar="DURATION",
             type=_seconds("the timeout"),
             default=settings.WAIT_TIMEOUT,
-            help="give up (exit 1) after this long (default: %(default)g)",
+            help="give up (exit 1) after this long: seconds or a duration such as 90s, 2m, "
+            "1h30m (default: %(default)gs)",
         )
-    ls = command(Command.LS, "list the workspaces on this node", " [--json]")
-    ls.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+        if name is Command.WAIT:
+            _add_output(p, name, Format.JSON)
+    ls = command(Command.LS, "list the workspaces on this node", " [-o FORMAT]")
+    _add_output(ls, Command.LS, Format.TABLE)
+    ls.add_argument(
+        "--json",
+        action="store_const",
+        dest="output",
+        const=Format.JSON.value,
+        help="the same as -o json: a JSON array",
+    )
     inspect = command(
         Command.INSPECT,
-        "print one workspace (by instance or container id) with its task and image as JSON",
-        " ID",
+        "print one workspace (by instance or container id) with its task and image (JSON, or -o)",
+        " ID [-o FORMAT]",
     )
-    inspect.add_argument("instance_id", metavar="ID", type=_INSTANCE_ID)
+    inspect.add_argument("target", metavar="ID", type=_INSTANCE_ID)
+    _add_output(inspect, Command.INSPECT, Format.JSON)
     demo = command(
-        Command.DEMO, "a private containerd, some workspace pods, the watcher live (root)"
+        Command.DEMO,
+        "a private containerd, some workspace pods, the watcher live (root)",
+        common=(_add_logging,),  # it runs its own containerd: nothing to point it at
     )
     demo.epilog = (
         "Leaves the node as it found it, but for packages: containerd, runc and "
@@ -275,6 +404,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "never under a kubelet's /kubepods; containerd, pods, mounts and cgroups are removed "
         "at the end, also on Ctrl-C."
     )
+    completion = command(
+        Command.COMPLETION,
+        "print a shell completion script (bash: source <(ws-watcher completion bash))",
+        " bash|zsh|fish",
+        common=(),
+    )
+    completion.add_argument("shell", metavar="SHELL", choices=SHELLS)
     return parser
 
 
@@ -300,11 +436,14 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Options:
         proc=ns.proc,
         path_map=path_map,
         log_level=ns.log_level,
+        log_format=ns.log_format,
         initial=getattr(ns, "initial", False),
         relist_interval=getattr(ns, "relist_interval", settings.RELIST_INTERVAL),
         instance_id=getattr(ns, "instance_id", ""),
         timeout=getattr(ns, "timeout", settings.WAIT_TIMEOUT),
-        json=getattr(ns, "json", False),
+        target=getattr(ns, "target", ""),
+        output=Format(getattr(ns, "output", Format.JSON.value)),
+        shell=getattr(ns, "shell", ""),
         disclosure=Disclosure.with_extra(ns.show_annotation),
         schemes=schemes,
     )

@@ -16,9 +16,9 @@ from typing import TextIO
 
 import trio
 
-from watcher.changes import Lagged
+from watcher.containerd_records import ImageInfo, TaskRecord
 from watcher.errors import NotFound
-from watcher.records import Change, ImageInfo, InstanceId, TaskRecord
+from watcher.published import Change, InstanceId, Lagged, Workspace
 from watcher.watcher import Settings, Watcher, open_watcher
 
 from . import output
@@ -115,11 +115,14 @@ async def follow_changes(
 
 
 async def watch(opts: Options, write: Write | None = None) -> int:
-    """`ws-watcher watch`: one JSON line per change until SIGINT/SIGTERM (then exit 0)."""
+    """`ws-watcher watch`: one JSON line (or `-o text`: a line for people) per change until
+    SIGINT/SIGTERM (then exit 0)."""
     settings = settings_of(opts)
     write = write or LineWriter().write
 
     def render(change: Change) -> str:
+        if opts.output is output.Format.TEXT:
+            return output.pretty_change(change, opts.path_map)
         return output.dumps(output.change_json(change, opts.path_map, opts.disclosure))
 
     async with cancelled_on_signal():
@@ -141,7 +144,7 @@ async def wait(opts: Options, write: Write | None = None) -> int:
     with trio.move_on_after(opts.timeout):
         async with open_watcher(settings=settings_of(opts)) as w:
             ws = await w.wait_for_container(opts.instance_id)
-        await write([output.dumps(output.workspace_json(ws, opts.path_map, opts.disclosure))])
+        await write(_workspaces([ws], opts, array=False))
         return EXIT_OK
     _timed_out(opts, "to run")
     return EXIT_TIMEOUT
@@ -165,23 +168,36 @@ def _timed_out(opts: Options, what: str) -> None:
     )
 
 
+def _workspaces(
+    found: Sequence[Workspace],
+    opts: Options,
+    *,
+    array: bool,
+    as_json: Callable[[Workspace], output.JSON] | None = None,
+) -> list[str]:
+    """`found` printed as `-o` says; JSON and YAML objects are `as_json`'s (by default the
+    workspace object)."""
+    return output.render(
+        found,
+        opts.output,
+        now=time.time(),
+        as_json=as_json or (lambda ws: output.workspace_json(ws, opts.path_map, opts.disclosure)),
+        array=array,
+    )
+
+
 async def ls(opts: Options, write: Write | None = None) -> int:
-    """`ws-watcher ls [--json]`: the workspaces now, newest container per instance."""
+    """`ws-watcher ls [-o FORMAT]`: the workspaces now, newest container per instance."""
     write = write or LineWriter().write
     async with open_watcher(settings=settings_of(opts)) as w:
         found = sorted(w.workspaces().values(), key=lambda ws: (ws.instance_id, ws.container_id))
-    if opts.json:
-        rows: list[output.JSONValue] = [
-            output.workspace_json(ws, opts.path_map, opts.disclosure) for ws in found
-        ]
-        await write([output.dumps(rows)])
-    else:
-        await write([output.table(found, now=time.time())])
+    await write(_workspaces(found, opts, array=True))
     return EXIT_OK
 
 
 async def inspect(opts: Options, write: Write | None = None) -> int:
-    """`ws-watcher inspect ID`: the record plus task and image info as one JSON object.
+    """`ws-watcher inspect ID`: the record plus task and image info as one JSON object (or as
+    `-o` says: YAML has them too, `wide` and `name` print the workspace only).
 
     ID is an instance id or a container id; exit 1 (one line on stderr) when neither is on
     the node. Task and image are null when containerd has none (a task that ended, an image
@@ -189,14 +205,12 @@ async def inspect(opts: Options, write: Write | None = None) -> int:
     """
     write = write or LineWriter().write
     async with open_watcher(settings=settings_of(opts)) as w:
-        ws = w.workspaces().get(InstanceId(opts.instance_id))
+        ws = w.workspaces().get(InstanceId(opts.target))
         if ws is None:
             try:
-                ws = w.workspace(opts.instance_id)
+                ws = w.container(opts.target)
             except NotFound:
-                print(
-                    f"ws-watcher: no workspace {opts.instance_id!r} on this node", file=sys.stderr
-                )
+                print(f"ws-watcher: no workspace {opts.target!r} on this node", file=sys.stderr)
                 return EXIT_UNKNOWN
         task: TaskRecord | None = None
         image: ImageInfo | None = None
@@ -204,6 +218,9 @@ async def inspect(opts: Options, write: Write | None = None) -> int:
             task = await w.task_info(ws.container_id)
         with contextlib.suppress(NotFound):
             image = await w.image_info(ws.container_id)
-    obj = output.inspect_json(ws, task, image, opts.path_map, opts.disclosure)
-    await write([output.dumps(obj)])
+
+    def as_json(ws: Workspace) -> output.JSON:
+        return output.inspect_json(ws, task, image, opts.path_map, opts.disclosure)
+
+    await write(_workspaces([ws], opts, array=False, as_json=as_json))
     return EXIT_OK

@@ -50,7 +50,7 @@ import trio
 from trio_util import AsyncValue
 
 from watcher.errors import UsageError
-from watcher.records import Change, Disconnected, Synced, WorkspaceChange
+from watcher.published import Change, Disconnected, Synced, WorkspaceChange
 from watcher.testing.rig import (
     NAMESPACE,
     ContainerSpec,

@@ -10,7 +10,8 @@ yet). Everything after the first `Synced` is printed as published.
 
 from __future__ import annotations
 
-from watcher.records import Change, ContainerId, Synced, WorkspaceChange
+from watcher.containerd_records import ContainerId
+from watcher.published import Change, Synced, WorkspaceChange
 
 __all__ = ["Follower"]
 

@@ -16,8 +16,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..changes import Lagged
-from ..records import Change, ChangeKind, WorkspaceChange
+from ..published import Change, ChangeKind, Lagged, WorkspaceChange
 from ..watcher import Settings, Watcher, open_watcher
 from .containerd import PrivateContainerd
 
@@ -31,15 +30,23 @@ async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 @asynccontextmanager
 async def watching(
-    ctrd: PrivateContainerd, *, backoff: float = 0.05, **settings: Any
+    ctrd: PrivateContainerd,
+    *,
+    backoff: float = 0.05,
+    backoff_max: float | None = None,
+    **settings: Any,
 ) -> AsyncIterator[tuple[Watcher, list[Change]]]:
-    """A watcher on `ctrd` plus the list of every change it published, in order.
+    """A watcher on `ctrd` plus the list of every change it published, in order; it
+    reconnects after `backoff` seconds, doubling up to `backoff_max` (ten times `backoff`).
 
     A follower that lags would make the list lie, so a `Lagged` fails the test.
     """
     seen: list[Change] = []
     config = Settings(
-        address=ctrd.address, backoff_initial=backoff, backoff_max=backoff * 10, **settings
+        address=ctrd.address,
+        backoff_initial=backoff,
+        backoff_max=backoff * 10 if backoff_max is None else backoff_max,
+        **settings,
     )
     async with open_watcher(settings=config) as w, trio.open_nursery() as nursery:
         with w.changes() as stream:

@@ -8,12 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watcher.errors import UsageError
-from watcher.mounts import (
-    MountInfo,
-    PathMap,
-    PathMapError,
-    TaskRootfs,
+from watcher.mountinfo import (
+    MountedRootfs,
+    MountEntry,
     mountinfo_path,
     parse_mountinfo,
     task_rootfs,
@@ -70,7 +67,7 @@ def test_sandbox_sample_parses_completely() -> None:
     mounts = parse_mountinfo(SANDBOX_MOUNTINFO)
     assert len(mounts) == 20
     root = mounts[5]
-    assert root == MountInfo(
+    assert root == MountEntry(
         mount_id=27,
         parent_id=1,
         major_minor="254:0",
@@ -90,7 +87,7 @@ def test_live_mountinfo_parses_without_skipping(caplog: pytest.LogCaptureFixture
     # a Linux-only project: /proc/self/mountinfo is always there
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         text = f.read()
-    with caplog.at_level(logging.WARNING, logger="watcher.mounts"):
+    with caplog.at_level(logging.WARNING, logger="watcher.mountinfo"):
         mounts = parse_mountinfo(text)
     assert len(mounts) == len(text.splitlines())
     assert not caplog.records
@@ -156,7 +153,7 @@ def test_malformed_lines_are_skipped_and_logged(
     line: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     text = f"1 0 0:1 / /first rw - tmpfs none rw\n{line}\n2 1 0:2 / /last rw - tmpfs none rw\n"
-    with caplog.at_level(logging.WARNING, logger="watcher.mounts"):
+    with caplog.at_level(logging.WARNING, logger="watcher.mountinfo"):
         mounts = parse_mountinfo(text)
     assert [m.mount_point for m in mounts] == ["/first", "/last"]
     [record] = caplog.records
@@ -164,7 +161,7 @@ def test_malformed_lines_are_skipped_and_logged(
 
 
 def test_blank_lines_are_not_malformed(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="watcher.mounts"):
+    with caplog.at_level(logging.WARNING, logger="watcher.mountinfo"):
         assert parse_mountinfo("\n\n1 0 0:1 / /m rw - tmpfs none rw\n\n") != []
     assert not caplog.records
 
@@ -194,89 +191,6 @@ def test_escape_round_trip(root: str, mount_point: str, source: str) -> None:
     )
     [mount] = parse_mountinfo(line)
     assert (mount.root, mount.mount_point, mount.source) == (root, mount_point, source)
-
-
-# --- PathMap ---------------------------------------------------------------------------------
-
-
-def test_path_map_longest_prefix_on_component_boundaries() -> None:
-    pm = PathMap.parse(
-        ["/var/lib/containerd=/host/containerd", "/var/lib/containerd/io.x=/host/x", "/run=/r/"]
-    )
-    assert pm.map("/var/lib/containerd") == "/host/containerd"
-    assert pm.map("/var/lib/containerd/snap/1") == "/host/containerd/snap/1"
-    assert pm.map("/var/lib/containerd/io.x/y") == "/host/x/y"
-    assert pm.map("/var/lib/containerd/io.xy") == "/host/containerd/io.xy"
-    assert pm.map("/var/lib/containerd2/x") == "/var/lib/containerd2/x"
-    assert pm.map("/run/containerd") == "/r/containerd"
-    assert pm.map("/runner") == "/runner"
-    assert pm.map("relative/path") == "relative/path"
-
-
-def test_path_map_unmap() -> None:
-    pm = PathMap.parse(["/var/lib/containerd=/host/containerd", "/run/containerd=/host/run"])
-    assert pm.unmap("/host/containerd/a") == "/var/lib/containerd/a"
-    assert pm.unmap("/host/run") == "/run/containerd"
-    assert pm.unmap("/host/runner") == "/host/runner"
-    assert pm.unmap("/elsewhere") == "/elsewhere"
-
-
-def test_path_map_root_prefixes() -> None:
-    pm = PathMap.parse(["/=/host"])
-    assert pm.map("/") == "/host"
-    assert pm.map("/var/lib") == "/host/var/lib"
-    assert pm.unmap("/host/var/lib") == "/var/lib"
-    assert pm.unmap("/hostile") == "/hostile"
-    back = PathMap.parse(["/host=/"])
-    assert back.map("/host/etc") == "/etc"
-    assert back.unmap("/etc") == "/host/etc"
-
-
-def test_empty_path_map_is_identity() -> None:
-    assert PathMap.parse([]).map("/a") == "/a"
-    assert PathMap().unmap("/a") == "/a"
-
-
-def test_path_map_normalises_and_splits_at_first_equals() -> None:
-    pm = PathMap.parse(["/a//b/=/c/./d", "/e=/f=g"])
-    assert pm.pairs == (("/a/b", "/c/d"), ("/e", "/f=g"))
-
-
-@pytest.mark.parametrize(
-    "spec",
-    [
-        ["/var/lib/containerd"],
-        [""],
-        ["=/x"],
-        ["/x="],
-        ["var/lib=/x"],
-        ["/x=host/x"],
-        ["/a=/b", "/a/=/c"],  # host prefix twice
-        ["/a=/b", "/c=/b"],  # local prefix twice
-    ],
-)
-def test_path_map_rejects(spec: list[str]) -> None:
-    with pytest.raises(PathMapError):
-        PathMap.parse(spec)
-
-
-def test_path_map_error_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match="HOST=LOCAL"):
-        PathMap.parse(["/nothing"])
-    assert issubclass(PathMapError, UsageError)
-
-
-_segment = st.text(st.characters(codec="ascii", exclude_characters="/=\x00"), min_size=1).filter(
-    lambda s: s not in {".", ".."}
-)
-_abs = st.lists(_segment, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))
-
-
-@given(host=_abs, local=_abs, rest=st.lists(_segment, max_size=3))
-def test_map_unmap_round_trip(host: str, local: str, rest: list[str]) -> None:
-    pm = PathMap.parse([f"{host}={local}"])
-    path = "/".join([host, *rest])
-    assert pm.unmap(pm.map(path)) == path
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -323,7 +237,7 @@ def test_upperdir_from_a_string_is_a_type_error() -> None:
 def test_task_rootfs_gives_mount_points_and_upperdirs_in_one_pass() -> None:
     found = task_rootfs(parse_mountinfo(NODE_MOUNTINFO), namespace="k8s.io")
     # the last mount of CID wins; the nested containerd's look-alike path does not match
-    assert found[CID] == TaskRootfs(f"{TASKS}/k8s.io/{CID}/rootfs", f"{SNAP}/43/fs")
+    assert found[CID] == MountedRootfs(f"{TASKS}/k8s.io/{CID}/rootfs", f"{SNAP}/43/fs")
     assert found[OTHER].upperdir == f"{SNAP}/41/fs"
     assert set(found) == {CID, OTHER}
     assert set(task_rootfs(parse_mountinfo(NODE_MOUNTINFO), namespace="moby")) == {CID}

@@ -1,8 +1,9 @@
-"""Mount tables and paths: where a container's root file system and writable layer are.
+"""The node's mount table: where each task's root file system is mounted, and its upper layer.
 
-Pure functions on strings; the caller reads the files. Paths here are in the mount namespace
-of whoever wrote the mount table (usually the host's); `PathMap` turns them into paths this
-process can open when the host's directories are mounted elsewhere (a watcher in a pod).
+Pure functions on strings; the caller reads the file. Paths here are in the mount namespace
+of whoever wrote the table (usually the host's): `watcher.pathmap` turns them into paths this
+process can open. An entry of the table is a `MountEntry`; a task's rootfs found in it is a
+`MountedRootfs` (the OCI spec's and containerd's own mounts are in `containerd_records`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from watcher.errors import UsageError
-
 __all__ = [
-    "MountInfo",
-    "PathMap",
-    "PathMapError",
-    "TaskRootfs",
+    "MountEntry",
+    "MountedRootfs",
     "mountinfo_path",
     "parse_mountinfo",
     "task_rootfs",
@@ -38,7 +35,7 @@ _TRAILING_FIELDS = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MountInfo:
+class MountEntry:
     """One line of `/proc/<pid>/mountinfo` (see proc(5)), with escapes decoded.
 
     `root`, `mount_point`, `source`, `fs_type` and every option are decoded from the
@@ -59,14 +56,14 @@ class MountInfo:
     super_options: tuple[str, ...]
 
 
-def parse_mountinfo(text: str) -> list[MountInfo]:
+def parse_mountinfo(text: str) -> list[MountEntry]:
     """Parse the whole of a `/proc/<pid>/mountinfo`, in the kernel's (mount) order.
 
     Malformed lines are skipped and logged as warnings on this module's logger, not
     raised: one odd line must not hide the container mounts on the others, and the
     caller cannot repair the kernel's output anyway. Blank lines are skipped silently.
     """
-    mounts: list[MountInfo] = []
+    mounts: list[MountEntry] = []
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -78,7 +75,7 @@ def parse_mountinfo(text: str) -> list[MountInfo]:
     return mounts
 
 
-def _parse_line(line: str) -> MountInfo | None:
+def _parse_line(line: str) -> MountEntry | None:
     # Split on single spaces: an empty source shows as two adjacent spaces.
     fields = line.split(" ")
     try:
@@ -93,7 +90,7 @@ def _parse_line(line: str) -> MountInfo | None:
         return None
     if not root or not mount_point:
         return None
-    return MountInfo(
+    return MountEntry(
         mount_id=int(mount_id),
         parent_id=int(parent_id),
         major_minor=major_minor,
@@ -130,14 +127,16 @@ def _decode_octal(match: re.Match[str]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskRootfs:
+class MountedRootfs:
     """A task's rootfs as the mount table shows it: where, and (overlay) its upper layer."""
 
     mount_point: str
     upperdir: str | None
 
 
-def task_rootfs(mounts: Iterable[MountInfo], *, namespace: str = "k8s.io") -> dict[str, TaskRootfs]:
+def task_rootfs(
+    entries: Iterable[MountEntry], *, namespace: str = "k8s.io"
+) -> dict[str, MountedRootfs]:
     """Every task rootfs of `namespace` by container id, in one pass over the table.
 
     The overlay's super options carry its `upperdir=`, so the mount table alone resolves
@@ -146,8 +145,8 @@ def task_rootfs(mounts: Iterable[MountInfo], *, namespace: str = "k8s.io") -> di
     Of several mounts for one id, the shallowest wins (a nested containerd's state lies
     deeper), and of equally deep ones the last (a remount).
     """
-    found: dict[str, TaskRootfs] = {}
-    for mount in mounts:
+    found: dict[str, MountedRootfs] = {}
+    for mount in entries:
         point = mount.mount_point
         if not point.endswith("/rootfs"):
             continue
@@ -161,84 +160,8 @@ def task_rootfs(mounts: Iterable[MountInfo], *, namespace: str = "k8s.io") -> di
             # overlay's super options too, and its upperdir is not the task's
             own_overlay = mount.fs_type == "overlay" and mount.root == "/"
             upperdir = upperdir_from_options(mount.super_options) if own_overlay else None
-            found[parts[3]] = TaskRootfs(point, upperdir)
+            found[parts[3]] = MountedRootfs(point, upperdir)
     return found
-
-
-class PathMapError(UsageError, ValueError):
-    """A `HOST=LOCAL` path mapping that cannot be used (a configuration mistake)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PathMap:
-    """Host path prefixes and where this process sees them, e.g. `/var/lib/containerd` at
-    `/host/containerd` in a watcher pod.
-
-    `map` rewrites a host path to a local one, `unmap` the reverse; the longest matching
-    prefix wins and prefixes only match whole path components, so `/var/lib/containerd2`
-    is not under `/var/lib/containerd`. A path under no prefix is returned as it is, which
-    is right when the watcher shares the host's mount namespace (the empty map).
-    """
-
-    pairs: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def parse(cls, specs: Iterable[str]) -> PathMap:
-        """Build a map from `HOST=LOCAL` strings (as given on the command line).
-
-        The first `=` separates the two sides. Both must be absolute; they are
-        normalised (`/a/b/` → `/a/b`).
-
-        Raises:
-            PathMapError: a spec without `=`, with an empty or relative side, or a host or
-                local prefix given twice (which would make `map` or `unmap` ambiguous).
-        """
-        pairs: list[tuple[str, str]] = []
-        for spec in specs:
-            host, sep, local = spec.partition("=")
-            if not sep:
-                raise PathMapError(f"path mapping {spec!r} is not HOST=LOCAL")
-            pairs.append((_absolute(host, spec), _absolute(local, spec)))
-        for side, name in ((0, "host"), (1, "local")):
-            seen = [pair[side] for pair in pairs]
-            duplicates = sorted({path for path in seen if seen.count(path) > 1})
-            if duplicates:
-                raise PathMapError(f"{name} prefix mapped more than once: {duplicates[0]}")
-        return cls(tuple(pairs))
-
-    def map(self, path: str) -> str:
-        """Rewrite a host path to the local path that shows the same file."""
-        return _rewrite(path, self.pairs)
-
-    def unmap(self, path: str) -> str:
-        """Rewrite a local path back to the host's path for it."""
-        return _rewrite(path, tuple((local, host) for host, local in self.pairs))
-
-
-def _absolute(path: str, spec: str) -> str:
-    if not path:
-        raise PathMapError(f"path mapping {spec!r} has an empty side")
-    if not path.startswith("/"):
-        raise PathMapError(f"path mapping {spec!r}: {path!r} is not absolute")
-    return "/" + posixpath.normpath(path).lstrip("/")
-
-
-def _rewrite(path: str, pairs: tuple[tuple[str, str], ...]) -> str:
-    best: tuple[str, str] | None = None
-    for source, target in pairs:
-        if _is_under(path, source) and (best is None or len(source) > len(best[0])):
-            best = (source, target)
-    if best is None:
-        return path
-    source, target = best
-    rest = path[len(source) :].lstrip("/")
-    return posixpath.join(target, rest) if rest else target
-
-
-def _is_under(path: str, prefix: str) -> bool:
-    if prefix == "/":
-        return path.startswith("/")
-    return path == prefix or path.startswith(prefix + "/")
 
 
 def mountinfo_path(proc_root: str = "/proc") -> str:
