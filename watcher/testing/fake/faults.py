@@ -52,6 +52,7 @@ class Faults(Events):
     def __init__(self) -> None:
         super().__init__()
         self._faults: list[Fault] = []
+        self.listing_pace = 0.0  # seconds between the messages of a container listing
 
     # --- event streams --------------------------------------------------------------------
 
@@ -152,6 +153,11 @@ class Faults(Events):
                     keep.append(fault)
             self._faults = keep
             self._changed()
+
+    def pace_listing(self, seconds: float) -> None:
+        """Send each message of a container listing (ListStream) `seconds` after the one
+        before: a listing that keeps delivering, slowly (a busy containerd)."""
+        self.listing_pace = seconds
 
     def _add_fault(
         self,

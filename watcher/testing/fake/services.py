@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -182,7 +183,9 @@ class _ContainersService(_Serving, containers_pb2_grpc.ContainersServicer):
         fake = self.fake
         with fake._lock:
             held = list(_held(fake, context).containers.values())
-        for c in held:
+        for n, c in enumerate(held):
+            if n and fake.listing_pace:
+                time.sleep(fake.listing_pace)  # a worker thread of the server: it may block
             if flt.matches(_container_adaptor(c)):
                 yield containers_pb2.ListContainerMessage(container=c)
 
