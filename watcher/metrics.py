@@ -6,11 +6,14 @@ Synopsis::
         body, content_type = render(w.metrics)            # what `/metrics` answers
         w.metrics.registry                                 # for anything else that scrapes
 
-The shell counts on its hot paths with the cheapest calls there are (a cached labelled
-child's `inc()`, an attribute store); everything that is *state* rather than an event — the
-workspaces tracked, the followers, readiness, the age of the last event, the time spent
-disconnected so far — is read when scraped (`Readings`, a `Collector`), so it costs nothing
-between scrapes.
+What happens per event, change or lookup (events by topic, changes by kind, changes lost,
+the last event's time, lookups in flight) is counted in plain ints and dicts and made into
+metrics when scraped: a prometheus_client counter takes a lock and a few checks per `inc()`,
+ten times a dict increment (`event()` cost 1.5 µs through a labelled counter, 0.14 µs now).
+prometheus_client's own metric objects count only what is rarer (relists, reconnects, the
+durations of lookups and waits). What is *state* rather than an event — the workspaces
+tracked, the followers, readiness, the time spent disconnected so far — is read when scraped
+(`Readings`), so it costs nothing between scrapes.
 
 Each watcher has its own `CollectorRegistry`, never prometheus_client's global one: two
 watchers in one process (tests, a program watching two containerds) would otherwise collide
@@ -28,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
@@ -48,6 +51,9 @@ WAIT_BUCKETS = (0.005, 0.05, 0.25, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0
 LOOKUPS = ("container", "location")
 #: the waits of the facade
 WAITS = ("running", "stop", "until")
+#: the `kind` of changes: that of lifecycle changes, and the others' by their type
+_OTHER: dict[type, str] = {Synced: "synced", Disconnected: "disconnected"}
+CHANGE_KINDS = (*(kind.value for kind in ChangeKind), *_OTHER.values())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,21 +71,21 @@ class Readings:
 class _Timed:
     """Times one lookup and counts it in flight; a fresh one per lookup (they overlap)."""
 
-    __slots__ = ("_histogram", "_in_flight", "_start")
+    __slots__ = ("_histogram", "_metrics", "_start")
 
-    def __init__(self, histogram: Histogram, in_flight: Gauge) -> None:
+    def __init__(self, histogram: Histogram, metrics: Metrics) -> None:
         self._histogram = histogram
-        self._in_flight = in_flight
+        self._metrics = metrics
         self._start = 0.0
 
     def __enter__(self) -> None:
-        self._in_flight.inc()
+        self._metrics.lookups_in_flight += 1
         self._start = time.perf_counter()
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._in_flight.dec()
+        self._metrics.lookups_in_flight -= 1
         self._histogram.observe(time.perf_counter() - self._start)
 
 
@@ -116,23 +122,6 @@ class Metrics:
     def __init__(self, read: Callable[[], Readings] | None = None) -> None:
         self.read = read or Readings
         self.registry = CollectorRegistry()
-        self.events = Counter(
-            f"{PREFIX}events",
-            "Events of containerd's stream applied to the index, by topic.",
-            ["topic"],
-            registry=None,
-        )
-        self.changes = Counter(
-            f"{PREFIX}changes",
-            "Changes published to followers, by kind (the `event` of `watch` lines).",
-            ["kind"],
-            registry=None,
-        )
-        self.changes_lost = Counter(
-            f"{PREFIX}changes_lost",
-            "Changes dropped from lagging followers' buffers (each follower counts its own).",
-            registry=None,
-        )
         self.relists = Counter(
             f"{PREFIX}relists",
             "Safety relists beside the stream, failed ones included.",
@@ -145,17 +134,13 @@ class Metrics:
         )
         self.relist_changes = Counter(
             f"{PREFIX}relist_changes",
-            "Lifecycle changes made by safety relists, by kind: suspected missed events.",
+            "Lifecycle changes made by safety relists, by kind: what the stream had not said "
+            "(yet: corrections are those it never said).",
             ["kind"],
             registry=None,
         )
         self.reconnects = Counter(
             f"{PREFIX}reconnects", "Resyncs with containerd after losing it.", registry=None
-        )
-        self.lookups_in_flight = Gauge(
-            f"{PREFIX}lookups_in_flight",
-            "Round trips to containerd in flight for the stream's needs.",
-            registry=None,
         )
         self.lookup_seconds = Histogram(
             f"{PREFIX}lookup_seconds",
@@ -173,25 +158,27 @@ class Metrics:
             buckets=WAIT_BUCKETS,
             registry=None,
         )
-        # labelled children made once: `labels()` takes a lock and a lookup per call, too
-        # much for every event; made up front, each series is there (at 0) from the start
-        self._events: dict[str, Counter] = {}
-        self._changes = {kind: self.changes.labels(kind=kind.value) for kind in ChangeKind}
-        self._synced = self.changes.labels(kind="synced")
-        self._disconnected = self.changes.labels(kind="disconnected")
+        # labelled children made up front: each series is there (at 0) from the start
         self._relist_changes = {k: self.relist_changes.labels(kind=k.value) for k in ChangeKind}
         self._lookups = {what: self.lookup_seconds.labels(lookup=what) for what in LOOKUPS}
         for what in WAITS:
             for outcome in ("done", "cancelled"):
                 self.wait_seconds.labels(wait=what, outcome=outcome)
+        # --- counted per event or change, exported by `_Scraped` (see the module's doc)
+        #: events applied, by topic: those of modelled events only (the loop skips the
+        #: others), a dozen topics at most
+        self.events: dict[str, int] = {}
+        #: changes published, by kind (the `event` of `watch` lines)
+        self.changes: dict[str, int] = dict.fromkeys(CHANGE_KINDS, 0)
+        self.changes_lost = 0
+        self.lookups_in_flight = 0
         #: when the last event arrived (seconds since the epoch, as stamped by the client)
         self.last_event: float | None = None
         self._down_since: float | None = None  # monotonic
         self._down_seconds = 0.0
         pushed = (
-            self.events, self.changes, self.changes_lost, self.relists, self.relist_failures,
-            self.relist_changes, self.reconnects, self.lookups_in_flight, self.lookup_seconds,
-            self.wait_seconds,
+            self.relists, self.relist_failures, self.relist_changes, self.reconnects,
+            self.lookup_seconds, self.wait_seconds,
         )  # fmt: skip
         self.registry.register(_Pushed(pushed))
         self.registry.register(_Scraped(self))
@@ -199,13 +186,10 @@ class Metrics:
     # --- the loop ----------------------------------------------------------------------
 
     def event(self, topic: str, ts: float) -> None:
-        """One event of the stream is applied (on the hot path: a dict get and an inc)."""
+        """One event of the stream is applied (the hot path: a dict increment)."""
         self.last_event = ts
-        child = self._events.get(topic)
-        if child is None:
-            # topics of modelled events only (the loop skips others): a dozen at most
-            child = self._events[topic] = self.events.labels(topic=topic)
-        child.inc()
+        events = self.events
+        events[topic] = events.get(topic, 0) + 1
 
     def relisted(self, changes: Sequence[WorkspaceChange]) -> None:
         self.relists.inc()
@@ -218,7 +202,7 @@ class Metrics:
 
     def lookup(self, what: str) -> _Timed:
         """`with metrics.lookup("container"): await ...` — one round trip, timed."""
-        return _Timed(self._lookups[what], self.lookups_in_flight)
+        return _Timed(self._lookups[what], self)
 
     def disconnected(self) -> None:
         """An outage begins (called once per outage)."""
@@ -240,15 +224,17 @@ class Metrics:
     # --- the change hub ----------------------------------------------------------------
 
     def published(self, change: Change) -> None:
+        """One change is published (the hot path: a dict increment)."""
         if isinstance(change, WorkspaceChange):
-            self._changes[change.kind].inc()
-        elif isinstance(change, Synced):
-            self._synced.inc()
-        elif isinstance(change, Disconnected):
-            self._disconnected.inc()
+            # `_value_`, not `value` (a property) nor the member as a key (Enum's `__hash__`
+            # is Python code): a third of the cost of this call
+            self.changes[change.kind._value_] += 1
+        else:
+            self.changes[_OTHER[type(change)]] += 1
 
     def lost(self, count: int = 1) -> None:
-        self.changes_lost.inc(count)
+        """A follower's buffer dropped `count` changes (as many as its `Lagged` will say)."""
+        self.changes_lost += count
 
     # --- the facade --------------------------------------------------------------------
 
@@ -282,7 +268,7 @@ class _Pushed(Collector):
 
 
 class _Scraped(Collector):
-    """What is state rather than events: read at scrape time, never counted on a hot path."""
+    """What is counted in plain ints, and what is state: made into metrics when scraped."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -304,7 +290,33 @@ class _Scraped(Collector):
         )
         for state in ("created", "running", "exited"):
             workspaces.add_metric([state], now.workspaces.get(state, 0))
+        events = CounterMetricFamily(
+            f"{PREFIX}events",
+            "Events of containerd's stream applied to the index, by topic.",
+            labels=["topic"],
+        )
+        for topic, count in sorted(m.events.items()):
+            events.add_metric([topic], count)
+        changes = CounterMetricFamily(
+            f"{PREFIX}changes",
+            "Changes published to followers, by kind (the `event` of `watch` lines).",
+            labels=["kind"],
+        )
+        for kind, count in m.changes.items():
+            changes.add_metric([kind], count)
         families: list[Metric] = [
+            events,
+            changes,
+            GaugeMetricFamily(
+                f"{PREFIX}lookups_in_flight",
+                "Round trips to containerd in flight for the stream's needs.",
+                value=m.lookups_in_flight,
+            ),
+            CounterMetricFamily(
+                f"{PREFIX}changes_lost",
+                "Changes dropped from lagging followers' buffers (each follower counts its own).",
+                value=m.changes_lost,
+            ),
             workspaces,
             GaugeMetricFamily(
                 f"{PREFIX}followers",

@@ -34,6 +34,13 @@ __all__ = [
     "LISTING_TIMEOUT",
     "MAX_ID",
     "NAMESPACE",
+    "NRI_EVENT_BUFFER",
+    "NRI_PLUGIN_INDEX",
+    "NRI_PLUGIN_NAME",
+    "NRI_REGISTRATION_TIMEOUT",
+    "NRI_REPLY_TIMEOUT",
+    "NRI_SOCKET",
+    "NRI_UNAVAILABLE_RETRY",
     "PROC_ROOT",
     "RELIST_GRACE",
     "RELIST_INTERVAL",
@@ -46,6 +53,7 @@ __all__ = [
     "TOMBSTONES",
     "WAIT_TIMEOUT",
     "Endpoint",
+    "NriSettings",
     "ServiceSettings",
     "Settings",
     "check_id",
@@ -263,3 +271,68 @@ class ServiceSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UsageError(f"{name} must be at least 1, not {value!r}")
+
+
+# --- NRI: containerd's Node Resource Interface (containerd >= 1.7) ------------------------------
+
+#: where containerd serves NRI by default (NRI's `DefaultSocketPath`; containerd 2.x's
+#: `socket_path`); 1.7 serves it only when its config turns NRI on
+NRI_SOCKET: Final = "/var/run/nri/nri.sock"
+#: the name the plugin registers under (containerd logs it, e.g. "99-ws-watcher")
+NRI_PLUGIN_NAME: Final = "ws-watcher"
+#: NRI calls plugins in ascending index order (two digits): last, so that no plugin that
+#: does adjust containers ever waits behind an observer
+NRI_PLUGIN_INDEX: Final = "99"
+#: NRI events queued for the consumer before new ones are dropped (and counted): minutes of a
+#: busy node; a dropped event is caught by the event stream and relists
+NRI_EVENT_BUFFER: Final = 10_000
+#: seconds between looks for an NRI socket that is not there (containerd 1.6, NRI off, or
+#: containerd stopped): a connect() every 10 s costs nothing, and a containerd that comes
+#: back with NRI is used within seconds (a socket that refuses backs off as for containerd)
+NRI_UNAVAILABLE_RETRY: Final = 10.0
+#: containerd's own default plugin registration timeout: it drops a plugin slower than that
+NRI_REGISTRATION_TIMEOUT: Final = 5.0
+#: containerd's default plugin request timeout: a reply later than that is useless (the
+#: plugin is dropped, or never sent another event), so a reply stuck longer ends the connection
+NRI_REPLY_TIMEOUT: Final = 2.0
+#: what containerd accepts as a plugin index (NRI's `CheckPluginIndex`): exactly two digits
+_PLUGIN_INDEX_DIGITS = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NriSettings:
+    """How the watcher's observe-only NRI plugin (`watcher.nri`) connects and registers.
+
+    Raises `UsageError` for a value containerd would refuse (an empty name, an index that
+    is not two digits) or that cannot work, at construction.
+    """
+
+    socket: str = NRI_SOCKET
+    plugin_name: str = NRI_PLUGIN_NAME
+    plugin_index: str = NRI_PLUGIN_INDEX
+    event_buffer: int = NRI_EVENT_BUFFER
+    backoff_initial: float = BACKOFF_INITIAL
+    backoff_max: float = BACKOFF_MAX
+    unavailable_retry: float = NRI_UNAVAILABLE_RETRY
+    registration_timeout: float = NRI_REGISTRATION_TIMEOUT
+    reply_timeout: float = NRI_REPLY_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.socket, str) or not self.socket.startswith("/"):
+            raise UsageError(f"the NRI socket must be an absolute path, not {self.socket!r}")
+        if len(self.socket.encode()) > _MAX_SOCKET_PATH:
+            raise UsageError(f"the NRI socket path {self.socket!r} is too long for a unix socket")
+        if not isinstance(self.plugin_name, str) or not self.plugin_name:
+            raise UsageError("the NRI plugin name must not be empty")
+        index = self.plugin_index
+        if not (isinstance(index, str) and len(index) == _PLUGIN_INDEX_DIGITS
+                and index.isascii() and index.isdigit()):  # fmt: skip
+            raise UsageError(f"the NRI plugin index must be two digits, not {index!r}")
+        buffer = self.event_buffer
+        if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 1:
+            raise UsageError(f"event_buffer must be at least 1, not {buffer!r}")
+        for name in ("backoff_initial", "backoff_max", "unavailable_retry",
+                     "registration_timeout", "reply_timeout"):  # fmt: skip
+            check_seconds(name, getattr(self, name))
+        if self.backoff_initial > self.backoff_max:
+            raise UsageError("backoff must be positive, the initial one at most the maximum")

@@ -50,6 +50,14 @@ def completion(opts: Options) -> int:
 
 async def run(opts: Options) -> int:
     """Run the command of `opts`; its exit status. Raises the library's errors."""
+    if opts.command is Command.SERVE:
+        from .serve import serve
+
+        return await serve(opts)
+    if opts.server is not None:  # a running `ws-watcher serve` answers instead of containerd
+        from . import remote
+
+        return await remote.run(opts)
     from . import commands  # the library (grpc, protobuf) only once the options are good
 
     if opts.command is Command.WATCH:
@@ -108,5 +116,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, KeyboardInterrupt):
             # before `watch` has its own handler (modules still loading): its usual end all
             # the same, as the README says
-            return 0 if opts.command is Command.WATCH else _interrupted()
+            return 0 if opts.command in (Command.WATCH, Command.SERVE) else _interrupted()
         raise

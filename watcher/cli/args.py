@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import enum
 import functools
+import grp
 import importlib.metadata
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +50,7 @@ class Command(enum.Enum):
     INSPECT = "inspect"
     DEMO = "demo"
     COMPLETION = "completion"
+    SERVE = "serve"
 
 
 #: what `-o` offers, per command (a workspace's forms; `watch`: its lines' forms)
@@ -90,6 +92,11 @@ class Options:
     schemes: tuple[LabelScheme, ...] = GITPOD_SCHEMES
     #: which annotations may be printed (the default allow-list plus --show-annotation)
     disclosure: Disclosure = field(default_factory=Disclosure.with_extra)
+    #: wait, wait-stop, ls, inspect, watch: ask this `ws-watcher serve` (its socket's path or
+    #: an http:// URL) instead of containerd (`--server`, else $WS_WATCHER_SERVER)
+    server: str | None = None
+    #: serve: where and how the API is served
+    service: settings.ServiceSettings = field(default_factory=settings.ServiceSettings)
 
     @property
     def json(self) -> bool:
@@ -411,6 +418,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         common=(),
     )
     completion.add_argument("shell", metavar="SHELL", choices=SHELLS)
+    _add_serve(command)
+    _add_server(sub.choices, env)
     return parser
 
 
@@ -446,4 +455,108 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Options:
         shell=getattr(ns, "shell", ""),
         disclosure=Disclosure.with_extra(ns.show_annotation),
         schemes=schemes,
+        server=getattr(ns, "server", None),
+        service=_service(ns, parser),
     )
+
+
+# --- `serve`, and `--server` for the commands a service answers ------------------------------
+
+#: the commands that ask a running `ws-watcher serve` when given `--server`
+SERVED = (Command.WATCH, Command.WAIT, Command.WAIT_STOP, Command.LS, Command.INSPECT)
+
+
+def _add_serve(command: Callable[..., argparse.ArgumentParser]) -> None:
+    serve = command(
+        Command.SERVE,
+        "serve the node's workspaces over HTTP (a unix socket; TCP if asked) until interrupted",
+        " [--socket PATH] [--socket-group GROUP] [--listen [HOST:]PORT]"
+        " [--metrics-listen [HOST:]PORT]",
+    )
+    serve.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=settings.SERVICE_SOCKET,
+        help=f"the API's unix socket, mode {settings.SERVICE_SOCKET_MODE:o}; its directory is "
+        "made if missing (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--socket-group",
+        metavar="GROUP",
+        type=_group,
+        help="give the socket to this group (a name or a number): its members may connect",
+    )
+    serve.add_argument(
+        "--listen",
+        metavar="[HOST:]PORT",
+        type=_endpoint("--listen"),
+        help="also serve the API on TCP (only a port: on loopback). It has no authentication",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        metavar="[HOST:]PORT",
+        type=_endpoint("--metrics-listen"),
+        help="serve only /healthz, /readyz and /metrics on TCP here (for probes and "
+        "Prometheus: no workspace data)",
+    )
+    serve.add_argument(
+        "--relist-interval",
+        metavar="DURATION",
+        type=_seconds("the interval", zero=True),
+        default=settings.RELIST_INTERVAL,
+        help="relist containerd this often to catch missed events; 0 turns it off "
+        "(default: %(default)gs)",
+    )
+    serve.epilog = (
+        "The API: GET /v1/workspaces, /v1/workspaces/ID, /v1/workspaces/ID/wait?for=running|"
+        "gone&timeout=60s, /v1/watch?since=N, /healthz, /readyz, /metrics (see the README). "
+        "Ends on SIGINT/SIGTERM (exit 0), removing its socket."
+    )
+
+
+def _add_server(parsers: Mapping[str, argparse.ArgumentParser], env: Mapping[str, str]) -> None:
+    for name in SERVED:
+        parsers[name.value].add_argument_group("service").add_argument(
+            "--server",
+            metavar="SOCKET|URL",
+            type=_nonempty("--server"),
+            default=env.get(settings.SERVER_ENV) or None,
+            help="ask this `ws-watcher serve` (its socket, or http://HOST:PORT) instead of "
+            f"containerd; the service's own options apply (default: ${settings.SERVER_ENV})",
+        )
+
+
+def _group(text: str) -> int:
+    """A group name or number, as its number (looked up now: a typo is exit 2)."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no group {text!r}") from None
+
+
+def _endpoint(option: str) -> Callable[[str], settings.Endpoint]:
+    def parse_arg(text: str) -> settings.Endpoint:
+        try:
+            return settings.check_listen(text, option)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse_arg
+
+
+def _service(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> settings.ServiceSettings:
+    """`serve`'s settings (the defaults for any other command)."""
+    if ns.command != Command.SERVE.value:
+        return settings.ServiceSettings()
+    try:
+        return settings.ServiceSettings(
+            socket=os.path.abspath(ns.socket),
+            socket_group=ns.socket_group,
+            listen=ns.listen,
+            metrics_listen=ns.metrics_listen,
+            disclosure=Disclosure.with_extra(ns.show_annotation),
+        )
+    except UsageError as exc:
+        parser.error(str(exc))

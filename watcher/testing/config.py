@@ -13,7 +13,8 @@ What differs by version is rendered by version (``version``, None: 1.6):
 * from 1.7, NRI's socket and plugin dirs go under the base dir. 2.x turns NRI on by default
   with its socket at ``/var/run/nri/nri.sock``: a private containerd would take the host's
   NRI socket (and two rigs each other's), and run the host's NRI plugins. 1.7 leaves NRI
-  off; the paths are set anyway, should a test turn it on.
+  off; the paths are set anyway, and ``nri=True`` turns it on (``disable = false``, the same
+  key in 1.7 and 2.x) for the NRI plugin's tests.
 * from 1.7, the transfer service (what 2.x's ``ctr images import`` goes through) unpacks
   for CRI's snapshotter: by default it unpacks for ``overlayfs`` only, and an import for
   ``native`` fails with "no unpack platforms defined".
@@ -25,6 +26,7 @@ import json
 import platform
 from pathlib import Path
 
+from .errors import RigError
 from .host import CAP_SYS_RESOURCE, has_capability
 from .image import GOARCH, PAUSE_IMAGE
 from .versions import Version
@@ -52,6 +54,9 @@ def render_config(
     restrict_oom: bool | None = None,
     snapshotter: str = DEFAULT_SNAPSHOTTER,
     version: Version | None = None,
+    socket_gid: int | None = None,
+    nri: bool = False,
+    nri_request_timeout: float | None = None,
 ) -> str:
     """The ``config.toml`` text for a containerd rooted at ``base`` listening on ``socket``.
 
@@ -64,13 +69,26 @@ def render_config(
 
     ``version`` is the version of the containerd that will load it (None: 1.6); see the
     module's docstring for what depends on it.
+
+    ``socket_gid``: the group containerd gives its socket (``[grpc] gid``, mode 0660); None
+    leaves containerd's default, root's.
+
+    ``nri``: turn NRI on (from 1.7; its socket is ``base/nri.sock``), whatever the version's
+    default; ``nri_request_timeout``: how long containerd waits for a plugin's reply (its
+    default: 2 s). False/None leave the version's defaults.
+
+    Raises:
+        RigError: ``nri`` for a containerd before 1.7.
     """
     if restrict_oom is None:
         restrict_oom = not has_capability(CAP_SYS_RESOURCE)
     cri = '[plugins."io.containerd.grpc.v1.cri"'
     disabled = [f"io.containerd.snapshotter.v1.{name}" for name in DISABLED_SNAPSHOTTERS]
     since_1_7 = version is not None and version >= NRI_SINCE
-    newer = _nri_and_transfer(base, snapshotter) if since_1_7 else ""
+    if nri and not since_1_7:
+        raise RigError(f"containerd {version or '1.6'} has no NRI (it came with {NRI_SINCE})")
+    newer = _nri_and_transfer(base, snapshotter, nri, nri_request_timeout) if since_1_7 else ""
+    gid = f"\n  gid = {int(socket_gid)}" if socket_gid is not None else ""
     return f"""\
 version = 2
 root = {_q(str(base / "root"))}
@@ -79,7 +97,7 @@ oom_score = 0
 disabled_plugins = {_q(disabled)}
 
 [grpc]
-  address = {_q(str(socket))}
+  address = {_q(str(socket))}{gid}
 
 [plugins."io.containerd.internal.v1.opt"]
   path = {_q(str(base / "opt"))}
@@ -108,10 +126,15 @@ disabled_plugins = {_q(disabled)}
 {newer}"""
 
 
-def _nri_and_transfer(base: Path, snapshotter: str) -> str:
+def _nri_and_transfer(
+    base: Path, snapshotter: str, nri: bool, request_timeout: float | None
+) -> str:
     arch = GOARCH.get(platform.machine(), platform.machine())
+    nri_on = "\n  disable = false" if nri else ""
+    if request_timeout is not None:  # a Go duration, as `containerd config dump` shows it
+        nri_on += f"\n  plugin_request_timeout = {_q(f'{int(request_timeout * 1000)}ms')}"
     return f"""
-[plugins."io.containerd.nri.v1.nri"]
+[plugins."io.containerd.nri.v1.nri"]{nri_on}
   socket_path = {_q(str(base / "nri.sock"))}
   plugin_path = {_q(str(base / "nri" / "plugins"))}
   plugin_config_path = {_q(str(base / "nri" / "conf.d"))}

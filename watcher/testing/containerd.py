@@ -67,6 +67,9 @@ OWNER_FILE = "owner"
 CGROUPS_FILE = "cgroups"
 """The cgroups the rig makes (``track_cgroup``), one per line: all it may kill in and remove."""
 MADE_PARENTS_FILE = "cgroups.made"
+LAYOUT_FILE = "layout"
+"""``node`` when the rig was made with ``node_layout`` (where its socket is, for ``reclaim``)."""
+NODE_LAYOUT = "node"
 """Their ancestors that did not exist yet: removed at clean-up when empty, no others."""
 BASE_PREFIX = "wsw-"  # sun_path is 108 bytes; containerd also needs "<socket>.ttrpc"
 BASE_MODE = 0o700
@@ -96,6 +99,17 @@ class PrivateContainerd:
             or ``native`` for a node without an overlay upper layer.
         binaries: the directory of ``containerd``, ``containerd-shim-runc-v2`` and ``ctr``;
             default ``$WS_WATCHER_CONTAINERD_BIN``, else the system's (on ``PATH``).
+        node_layout: lay the dirs out as on a node, for a pod that mounts them as a
+            DaemonSet would (``tests/deploy``): the socket in the state dir (a node's
+            ``/run/containerd/containerd.sock``), the state dir mode 0711 and a *shared* mount
+            of its own (a node's ``/`` is shared under systemd; CRI refuses a HostToContainer
+            mount of a private one), so the tasks' rootfs mounts made after a pod started
+            propagate into it. Default: the socket beside the dirs, nothing mounted.
+        socket_gid: containerd's ``[grpc] gid``: the group its socket is given (mode 0660),
+            what lets a non-root watcher connect. Default: root's, as containerd's.
+        nri: turn containerd's NRI on (1.7 and later; ``RigError`` before), its socket at
+            ``nri_socket``; ``nri_request_timeout``: how long containerd waits for a
+            plugin's reply. Default: the version's (1.7 off, 2.x on; 2 s).
     """
 
     def __init__(
@@ -105,11 +119,27 @@ class PrivateContainerd:
         images: tuple[ImageDef, ...] = DEFAULT_IMAGES,
         snapshotter: str = DEFAULT_SNAPSHOTTER,
         binaries: Path | None = None,
+        node_layout: bool = False,
+        socket_gid: int | None = None,
+        nri: bool = False,
+        nri_request_timeout: float | None = None,
     ) -> None:
         host.require_root()
         self.binaries = binaries if binaries is not None else versions.bin_dir()
         self.base = _own_base(base)
-        self.socket = self.base / "containerd.sock"
+        layout = self.base / LAYOUT_FILE
+        if base is not None and layout.exists():  # reclaim: the layout the rig was made with
+            node_layout = _read_private(layout).strip() == NODE_LAYOUT
+        elif node_layout:
+            _write_private(layout, NODE_LAYOUT)
+        self.node_layout = node_layout
+        self.socket_gid = socket_gid
+        self.nri = nri
+        self.nri_request_timeout = nri_request_timeout
+        self.nri_socket = self.base / "nri.sock"  # where the config puts it (1.7 and later)
+        self.state_dir = self.base / "state"  # a node's /run/containerd
+        self.root_dir = self.base / "root"  # a node's /var/lib/containerd
+        self.socket = (self.state_dir if node_layout else self.base) / "containerd.sock"
         if len(str(self.socket)) + len(".ttrpc") > MAX_SOCKET_PATH:
             raise RigError(f"socket path too long for a unix socket: {self.socket}")
         self.log_path = self.base / "containerd.log"
@@ -159,9 +189,12 @@ class PrivateContainerd:
         sandbox_image = self.images[0].ref if self.images else PAUSE_IMAGE
         config = render_config(
             self.base, self.socket, sandbox_image=sandbox_image, snapshotter=self.snapshotter,
-            version=self.version,
+            version=self.version, socket_gid=self.socket_gid, nri=self.nri,
+            nri_request_timeout=self.nri_request_timeout,
         )  # fmt: skip
         self.config_path.write_text(config)
+        if self.node_layout:
+            self._lay_out_node()
         for sub in ("cni/bin", "cni/conf", "opt", "runc"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         # containerd's own parent of containers without a cgroup parent (/k8s.io/<id>)
@@ -182,6 +215,16 @@ class PrivateContainerd:
                 self.kill9()
                 raise RigError(f"containerd did not answer in {timeout}s:\n{self.log_tail()}")
             time.sleep(0.05)
+
+    def _lay_out_node(self) -> None:
+        # the pods' log dir exists before any pod, as a node's /var/log/pods (0755)
+        self.pods_dir.mkdir(mode=0o755, exist_ok=True)
+        # a bind mount of the state dir on itself, made shared: only our own dir, once (it
+        # stays across restarts); unmount_all() at clean-up takes it away with the rest
+        self.state_dir.mkdir(mode=0o711, exist_ok=True)
+        os.chmod(self.state_dir, 0o711)  # a node's /run/containerd: others may only pass
+        if str(self.state_dir) not in host.mounts_under(self.state_dir):
+            host.bind_shared(self.state_dir)
 
     def _cri_answers(self) -> bool:
         if not self.socket.exists():

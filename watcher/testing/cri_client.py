@@ -7,6 +7,8 @@ grpc errors become ``CRIError`` carrying the status code name, so tests can asse
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -22,6 +24,15 @@ CALL_TIMEOUT = 60.0
 """Per call; RunPodSandbox/StartContainer take well under a second here, but CI is slow."""
 
 _R = TypeVar("_R", bound=Message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecResult:
+    """What ``ExecSync`` returned: the command's exit code and its whole output."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
 
 
 class CRIClient:
@@ -96,6 +107,24 @@ class CRIClient:
         request = cri.ContainerStatusRequest(container_id=container_id, verbose=True)
         info = self._call("ContainerStatus", request, cri.ContainerStatusResponse).info
         return int(json.loads(info.get("info", "{}")).get("pid", 0))
+
+    def exec_sync(self, container_id: str, cmd: Sequence[str], timeout: int = 30) -> ExecResult:
+        """Run ``cmd`` in the container as ``kubectl exec`` (and exec probes) do; wait for it.
+
+        ``timeout`` (seconds) is CRI's own: the runtime kills the command after it. The call's
+        deadline is a little longer, so a command that overran says so through CRI.
+        """
+        request = cri.ExecSyncRequest(container_id=container_id, cmd=list(cmd), timeout=timeout)
+        try:
+            response = self._stub.ExecSync(request, timeout=timeout + self.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            raise CRIError(f"CRI ExecSync failed: {code}: {details}", code=code) from exc
+        assert isinstance(response, cri.ExecSyncResponse)
+        return ExecResult(
+            exit_code=response.exit_code, stdout=response.stdout, stderr=response.stderr
+        )
 
     def close(self) -> None:
         self._channel.close()

@@ -243,7 +243,22 @@ def mounts_under(base: Path) -> list[str]:
 
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
+MS_BIND = 4096
+MS_SHARED = 1 << 20
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def bind_shared(path: Path) -> None:
+    """Bind-mount ``path`` on itself and make that mount shared (a peer group of its own).
+
+    What a node's ``/`` is under systemd: mounts made below it later propagate into the
+    slave copies a pod's HostToContainer volume holds. The caller owns ``path``.
+    """
+    point = str(path).encode()
+    for source, flags in ((point, MS_BIND), (None, MS_SHARED)):
+        if _libc.mount(source, point, None, flags, None) != 0:
+            err = ctypes.get_errno()
+            raise RigError(f"mount {path} (flags {flags:#x}): {os.strerror(err)}")
 
 
 def unmount_all(base: Path, attempts: int = 5) -> None:

@@ -38,9 +38,15 @@ from .image import WORKSPACE_IMAGE
 
 KUBEPODS_PARENT = "/kubepods/besteffort"
 """The kubelet's cgroupfs parent of best-effort pods (QoS class of pods without requests)."""
-# Host network, own pid namespace per container, shared ipc: what the kubelet asks for a
-# hostNetwork pod; no CNI is needed for it.
-NAMESPACES = cri.NamespaceOption(network=cri.NODE, pid=cri.CONTAINER, ipc=cri.POD)
+
+
+def _host_network() -> cri.NamespaceOption:
+    # Host network, own pid namespace per container, shared ipc: what the kubelet asks for a
+    # hostNetwork pod; no CNI is needed for it.
+    return cri.NamespaceOption(network=cri.NODE, pid=cri.CONTAINER, ipc=cri.POD)
+
+
+NAMESPACES = _host_network()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +59,11 @@ class ContainerSpec:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    #: host volumes, as the kubelet passes a pod's volumeMounts (``kubelet.py``)
+    mounts: tuple[cri.Mount, ...] = ()
+    #: user, capabilities, read-only rootfs, seccomp...; namespaces come from the pod
+    security_context: cri.LinuxContainerSecurityContext | None = None
+    resources: cri.LinuxContainerResources | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +82,9 @@ class Pod:
     cgroup_parent: str | None
     log_directory: Path
     sandbox_config: cri.PodSandboxConfig = field(compare=False, repr=False)
+    namespaces: cri.NamespaceOption = field(
+        default_factory=_host_network, compare=False, repr=False
+    )
 
 
 class Pods:
@@ -103,11 +117,16 @@ class Pods:
         *,
         cgroup_parent: bool = True,
         annotations: Mapping[str, str] | None = None,
+        namespaces: cri.NamespaceOption = NAMESPACES,
+        security_context: cri.LinuxSandboxSecurityContext | None = None,
     ) -> Pod:
         """RunPodSandbox, then CreateContainer + StartContainer for each container.
 
         With ``cgroup_parent`` the pod's cgroup is ``<cgroup_parent_prefix>/pod<uid>``; without,
         the pod has none and containerd puts each container under ``/k8s.io/<id>``.
+        ``namespaces`` (e.g. the host's PID namespace) and ``security_context`` (its
+        ``namespace_options`` are ``namespaces``) are the sandbox's, as the kubelet derives
+        them from a pod spec; the containers share the namespaces.
 
         Raises:
             CRIError: a CRI call failed (the half-made pod is removed first).
@@ -134,6 +153,9 @@ class Pods:
                 security_context=cri.LinuxSandboxSecurityContext(namespace_options=NAMESPACES),
             ),
         )
+        if security_context is not None:
+            config.linux.security_context.CopyFrom(security_context)
+        config.linux.security_context.namespace_options.CopyFrom(namespaces)
         if parent:
             self.ctrd.track_cgroup(parent)
         sandbox_id = self.cri.run_pod_sandbox(config)
@@ -141,6 +163,7 @@ class Pods:
             name=name, namespace=namespace, uid=uid, labels=dict(labels or {}),
             sandbox_id=sandbox_id, containers={}, attempts={}, specs=specs,
             cgroup_parent=parent, log_directory=log_dir, sandbox_config=config,
+            namespaces=namespaces,
         )  # fmt: skip
         self._pods[uid] = pod
         try:
@@ -166,10 +189,13 @@ class Pods:
             },
             annotations={"io.kubernetes.container.restartCount": str(attempt), **spec.annotations},
             log_path=f"{spec.name}/{attempt}.log",
-            linux=cri.LinuxContainerConfig(
-                security_context=cri.LinuxContainerSecurityContext(namespace_options=NAMESPACES)
-            ),
+            mounts=list(spec.mounts),
         )
+        if spec.security_context is not None:
+            config.linux.security_context.CopyFrom(spec.security_context)
+        config.linux.security_context.namespace_options.CopyFrom(pod.namespaces)
+        if spec.resources is not None:
+            config.linux.resources.CopyFrom(spec.resources)
         container_id = self.cri.create_container(pod.sandbox_id, config, pod.sandbox_config)
         if pod.cgroup_parent is None:
             self.ctrd.track_cgroup(f"/k8s.io/{container_id}")
