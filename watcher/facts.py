@@ -92,6 +92,8 @@ class Facts:
     # exited by inference (no task for long, a log file), not by containerd's word: a later
     # sign of a live task revises it
     inferred_exit: bool = False
+    # told by NRI only, containerd has not shown it yet (see `ContainerAnnounced`)
+    announced: bool = False
 
     def learn(
         self,

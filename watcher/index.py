@@ -45,6 +45,14 @@ Rules of this module (everything that affects the state lives here):
   task is taken as exited, unless nothing ever showed it a task and it was created less than
   `start_grace` seconds before the listing's `ts` (then it is "created", waiting for its
   TaskCreate). A container reported exited never comes back to running.
+* **Two sources, one index.** NRI tells containers (`ContainerAnnounced`) before containerd
+  creates them; such a container is provisional until containerd shows it (its record, its
+  /containers/create, a listing), and containerd's record wins over NRI's. A listing without
+  it keeps it for `start_grace` seconds after it was told (it may not exist yet), then drops
+  it; NRI's RemoveContainer (`AnnouncementWithdrawn`) ends only a container containerd never
+  showed. Changes stay exactly-once across both sources: a workspace told by NRI and then by
+  containerd is one `created`, one `running`; `starting` (`StartAnnounced`) is reported at
+  most once, between `created` and `running`.
 * **Cost.** An event touches only the containers it affects: O(1) per event, except
   `Relisted` (O(listing)) and a sandbox event (O(containers of the pod)).
 
@@ -94,6 +102,8 @@ from watcher.facts import (
     record_newness,
 )
 from watcher.inputs import (
+    AnnouncementWithdrawn,
+    ContainerAnnounced,
     ContainerChanged,
     ContainerDeleted,
     ContainerSeen,
@@ -102,6 +112,7 @@ from watcher.inputs import (
     LookupFailed,
     Relisted,
     Resolved,
+    StartAnnounced,
     TaskCreated,
     TaskDeleted,
     TaskExited,
@@ -242,6 +253,9 @@ class Index:
         cid = event.container_id
         if cid in self._tombstones:
             return []
+        facts = self._facts.get(cid)
+        if facts is not None:
+            facts.announced = False  # containerd holds it now
         labels = event.labels
         if labels is not None:  # an update: its labels say what the container is
             if not self.is_candidate(labels):
@@ -251,6 +265,39 @@ class Index:
                 return []  # what CRI updates (status, network) is nothing the index shows
         self._needs.append(NeedRecord(container_id=cid))
         return []
+
+    def _on_container_announced(self, event: ContainerAnnounced) -> list[WorkspaceChange]:
+        rec = event.container
+        cid = rec.id
+        if cid in self._tombstones or cid in self._ignored:
+            return []
+        kind = kind_of(rec.labels)
+        if kind is ContainerKind.SANDBOX:
+            # NRI tells a pod once its sandbox runs: containerd holds it already
+            if SandboxId(cid) in self._pods.sandboxes:
+                return []  # containerd's record says more
+            return self._sandbox_seen(rec, event.ts)
+        if kind is not ContainerKind.CONTAINER or container_name(rec) not in self._names:
+            return []  # containerd's record decides what it is
+        facts = self._facts.get(cid)
+        if facts is not None and facts.record is not None:
+            return []  # known from containerd (or told already): containerd's record wins
+        out = self._container_seen(rec, event.ts, event.mono)
+        self._facts[cid].announced = True
+        return out
+
+    def _on_start_announced(self, event: StartAnnounced) -> list[WorkspaceChange]:
+        out: list[WorkspaceChange] = []
+        self._published.announce_start(event.container_id, event.ts, out)
+        return out
+
+    def _on_announcement_withdrawn(self, event: AnnouncementWithdrawn) -> list[WorkspaceChange]:
+        facts = self._facts.get(event.container_id)
+        if facts is None or not facts.announced:
+            return []  # containerd holds it: its own delete event says when it is gone
+        return self._on_container_deleted(
+            ContainerDeleted(ts=event.ts, container_id=event.container_id)
+        )
 
     def _on_log_checked(self, event: LogChecked) -> list[WorkspaceChange]:
         facts = self._facts.get(event.container_id)
@@ -408,6 +455,7 @@ class Index:
             elif facts.record is not None:
                 rec = merge(facts.record, rec)
             self._facts[cid] = facts
+            facts.announced = False  # containerd holds it
             if facts.first_seen is None:
                 facts.first_seen = event.mono
             pods.attach(cid, facts, rec)
@@ -425,8 +473,11 @@ class Index:
             elif facts.phase == NO_TASK:
                 self._without_task(cid, facts, rec, event, first)
         for cid, facts in old_facts.items():
-            # created (or told about) while the listing ran: not in it, not gone
-            if cid not in records and cid not in self._facts and newer(facts.touched):
+            # created (or told about) while the listing ran: not in it, not gone; told by NRI
+            # before containerd creates it: not in it yet, for a while
+            if cid not in records and cid not in self._facts and (
+                newer(facts.touched) or self._still_announced(facts, event)
+            ):
                 self._facts[cid] = facts
                 if facts.record is not None:
                     pods.attach(cid, facts, facts.record)
@@ -472,6 +523,16 @@ class Index:
             self._needs.append(NeedLogCheck(container_id=cid, log_path=log_path))
         elif known_long:
             facts.infer_exit()
+
+    def _still_announced(self, facts: Facts, event: Relisted) -> bool:
+        """Told by NRI, not shown by containerd yet, and recently: NRI tells a container
+        before containerd creates it, so a listing may miss it for a moment; one announced
+        `start_grace` before the listing without containerd ever showing it never came."""
+        if not facts.announced:
+            return False
+        if event.mono is None or facts.first_seen is None:
+            return True  # not stamped: a test's listing; the withdrawal or delete ends it
+        return event.mono - facts.first_seen < self._start_grace
 
     def _task_facts(self, cid: ContainerId) -> Facts | None:
         """The facts to join a task event into; None when the container does not matter."""
@@ -525,6 +586,7 @@ class Index:
         if facts is None:
             facts = self._facts[cid] = Facts()
         facts.touched = self._applied
+        facts.announced = False  # (`_on_container_announced` sets it again for NRI's)
         if facts.first_seen is None:
             facts.first_seen = mono
         if facts.record is not None:
@@ -601,6 +663,9 @@ class Index:
 
 
 _HANDLERS: Final[dict[type, Callable[[Index, Any], list[WorkspaceChange]]]] = {
+    ContainerAnnounced: Index._on_container_announced,
+    StartAnnounced: Index._on_start_announced,
+    AnnouncementWithdrawn: Index._on_announcement_withdrawn,
     ContainerSeen: Index._on_container_seen,
     ContainerDeleted: Index._on_container_deleted,
     TaskCreated: Index._on_task_created,

@@ -29,6 +29,39 @@ class ContainerSeen:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerAnnounced:
+    """A container (or pod sandbox) told by NRI, from the runtime's own call: for an app
+    container, before containerd creates it (NRI's CreateContainer), so a listing may not
+    show it yet. Provisional until containerd shows it (`ContainerSeen`, a listing, its
+    /containers/create); its record lacks what only containerd keeps (created_at, the
+    snapshot, the log path), which containerd's record adds later. `mono` as on
+    `ContainerSeen`.
+    """
+
+    ts: float
+    container: ContainerRecord
+    mono: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartAnnounced:
+    """NRI's StartContainer: the runtime is about to start the container's process."""
+
+    ts: float
+    container_id: ContainerId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnnouncementWithdrawn:
+    """NRI's RemoveContainer. For a container containerd never showed (its creation failed
+    after NRI's CreateContainer) this ends it; for one containerd holds it says nothing: its
+    /containers/delete does, once containerd really deleted it."""
+
+    ts: float
+    container_id: ContainerId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerDeleted:
     """/containers/delete: containerd has removed the container."""
 
@@ -157,7 +190,10 @@ class ContainerChanged:
 
 
 Event = (
-    ContainerChanged
+    ContainerAnnounced
+    | StartAnnounced
+    | AnnouncementWithdrawn
+    | ContainerChanged
     | ContainerSeen
     | ContainerDeleted
     | TaskCreated

@@ -6,14 +6,14 @@ Synopsis::
         body, content_type = render(w.metrics)            # what `/metrics` answers
         w.metrics.registry                                 # for anything else that scrapes
 
-What happens per event, change or lookup (events by topic, changes by kind, changes lost,
-the last event's time, lookups in flight) is counted in plain ints and dicts and made into
-metrics when scraped: a prometheus_client counter takes a lock and a few checks per `inc()`,
-ten times a dict increment (`event()` cost 1.5 µs through a labelled counter, 0.14 µs now).
-prometheus_client's own metric objects count only what is rarer (relists, reconnects, the
-durations of lookups and waits). What is *state* rather than an event — the workspaces
-tracked, the followers, readiness, the time spent disconnected so far — is read when scraped
-(`Readings`), so it costs nothing between scrapes.
+The shell counts in plain ints, dicts and bucket lists (`Histogram`), and they become
+Prometheus metrics only when scraped. prometheus_client's own metric objects take a lock and
+a few checks per update (`event()` cost 1.5 µs through a labelled `Counter`, 0.14 µs as a
+dict increment; a lookup's timing 14 000 instructions through its `Histogram`), and importing
+prometheus_client costs ~50 ms of start-up, which every CLI command would pay: it is imported
+when a registry is first asked for. What is *state* rather than an event — the workspaces
+tracked, the followers, readiness — is read when scraped (`Readings`), so it costs nothing
+between scrapes.
 
 Each watcher has its own `CollectorRegistry`, never prometheus_client's global one: two
 watchers in one process (tests, a program watching two containerds) would otherwise collide
@@ -21,25 +21,26 @@ on the metric names. Process metrics (CPU, RSS) belong to the process, not to a 
 are left to whoever serves the registry.
 
 Everything here is called on the watcher's trio thread, and so is `render` (the loop mutates
-what the scrape reads).
+what a scrape reads).
 """
 
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
-from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING
 
 from .published import Change, ChangeKind, Disconnected, Synced, WorkspaceChange
 
-__all__ = ["PREFIX", "Metrics", "Readings", "render"]
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
+
+__all__ = ["PREFIX", "Histogram", "Metrics", "Readings", "render"]
 
 PREFIX = "ws_watcher_"
 #: a containerd round trip: a millisecond idle, seconds when hundreds of pods start at once
@@ -49,11 +50,15 @@ WAIT_BUCKETS = (0.005, 0.05, 0.25, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0
 #: the lookups the loop makes for the stream: a new container's record (Containers.Get),
 #: where a task's files are (the mount table, Snapshots.Mounts)
 LOOKUPS = ("container", "location")
-#: the waits of the facade
+#: the waits of the facade, and how they end: returned, or given up by the caller
 WAITS = ("running", "stop", "until")
-#: the `kind` of changes: that of lifecycle changes, and the others' by their type
+OUTCOMES = ("done", "cancelled")
+#: the `kind` of changes (the `event` of `watch` lines): lifecycle changes' own, the others'
+#: by their type
+LIFECYCLE = tuple(kind.value for kind in ChangeKind)
 _OTHER: dict[type, str] = {Synced: "synced", Disconnected: "disconnected"}
-CHANGE_KINDS = (*(kind.value for kind in ChangeKind), *_OTHER.values())
+CHANGE_KINDS = (*LIFECYCLE, *_OTHER.values())
+STATES = ("created", "running", "exited")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +71,34 @@ class Readings:
     ready: bool = False
     #: changes of safety relists whose events never came (`Corrections.count`)
     corrections: int = 0
+
+
+class Histogram:
+    """One histogram series: how many observations fell in each bucket, and their sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # a bound's bucket holds `<= bound`
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations up to it), as Prometheus' `le` buckets, `+Inf` last."""
+        out: list[tuple[float, int]] = []
+        total = 0
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            total += count
+            out.append((bound, total))
+        return out
 
 
 class _Timed:
@@ -90,12 +123,12 @@ class _Timed:
 
 
 class _Waiting:
-    """Times one wait; `outcome` says whether it returned or its caller gave up on it."""
+    """Times one wait; its outcome is whether it returned or its caller gave up on it."""
 
-    __slots__ = ("_histogram", "_start", "_what")
+    __slots__ = ("_metrics", "_start", "_what")
 
-    def __init__(self, histogram: Histogram, what: str) -> None:
-        self._histogram = histogram
+    def __init__(self, metrics: Metrics, what: str) -> None:
+        self._metrics = metrics
         self._what = what
         self._start = 0.0
 
@@ -106,82 +139,47 @@ class _Waiting:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         outcome = "done" if kind is None else "cancelled"
-        self._histogram.labels(wait=self._what, outcome=outcome).observe(
-            time.perf_counter() - self._start
-        )
+        self._metrics.wait_seconds[self._what, outcome].observe(time.perf_counter() - self._start)
 
 
 class Metrics:
-    """One watcher's metrics, and the calls by which its shell counts.
+    """One watcher's counts, and the calls by which its shell counts.
 
-    `registry` holds them all. The loop calls `event`, `relisted`, `relist_failed`,
-    `lookup`, `disconnected` and `reconnected`; the change hub calls `published` and `lost`;
-    the facade calls `waiting`. `read` (set by the loop) tells the state at scrape time.
+    The loop calls `event`, `relisted`, `relist_failed`, `lookup`, `disconnected` and
+    `reconnected`; the change hub calls `published` and `lost`; the facade calls `waiting`.
+    `read` (the loop's) tells the state at scrape time. `registry` makes them metrics.
     """
 
     def __init__(self, read: Callable[[], Readings] | None = None) -> None:
         self.read = read or Readings
-        self.registry = CollectorRegistry()
-        self.relists = Counter(
-            f"{PREFIX}relists",
-            "Safety relists beside the stream, failed ones included.",
-            registry=None,
-        )
-        self.relist_failures = Counter(
-            f"{PREFIX}relist_failures",
-            "Safety relists that failed or missed their deadline.",
-            registry=None,
-        )
-        self.relist_changes = Counter(
-            f"{PREFIX}relist_changes",
-            "Lifecycle changes made by safety relists, by kind: what the stream had not said "
-            "(yet: corrections are those it never said).",
-            ["kind"],
-            registry=None,
-        )
-        self.reconnects = Counter(
-            f"{PREFIX}reconnects", "Resyncs with containerd after losing it.", registry=None
-        )
-        self.lookup_seconds = Histogram(
-            f"{PREFIX}lookup_seconds",
-            "Duration of the stream's lookups (each attempt), by what they look up.",
-            ["lookup"],
-            buckets=LOOKUP_BUCKETS,
-            registry=None,
-        )
-        self.wait_seconds = Histogram(
-            f"{PREFIX}wait_seconds",
-            "Duration of waits, by wait (running: wait_for_container, stop: "
-            "wait_for_container_stop, until: wait_until) and outcome (done, or cancelled by "
-            "the caller).",
-            ["wait", "outcome"],
-            buckets=WAIT_BUCKETS,
-            registry=None,
-        )
-        # labelled children made up front: each series is there (at 0) from the start
-        self._relist_changes = {k: self.relist_changes.labels(kind=k.value) for k in ChangeKind}
-        self._lookups = {what: self.lookup_seconds.labels(lookup=what) for what in LOOKUPS}
-        for what in WAITS:
-            for outcome in ("done", "cancelled"):
-                self.wait_seconds.labels(wait=what, outcome=outcome)
-        # --- counted per event or change, exported by `_Scraped` (see the module's doc)
         #: events applied, by topic: those of modelled events only (the loop skips the
         #: others), a dozen topics at most
         self.events: dict[str, int] = {}
-        #: changes published, by kind (the `event` of `watch` lines)
-        self.changes: dict[str, int] = dict.fromkeys(CHANGE_KINDS, 0)
-        self.changes_lost = 0
-        self.lookups_in_flight = 0
         #: when the last event arrived (seconds since the epoch, as stamped by the client)
         self.last_event: float | None = None
+        #: changes published, by kind
+        self.changes: dict[str, int] = dict.fromkeys(CHANGE_KINDS, 0)
+        self.changes_lost = 0
+        self.relists = 0
+        self.relist_failures = 0
+        self.relist_changes: dict[str, int] = dict.fromkeys(LIFECYCLE, 0)
+        self.reconnects = 0
+        self.lookups_in_flight = 0
+        self.lookup_seconds = {what: Histogram(LOOKUP_BUCKETS) for what in LOOKUPS}
+        self.wait_seconds = {(w, o): Histogram(WAIT_BUCKETS) for w in WAITS for o in OUTCOMES}
         self._down_since: float | None = None  # monotonic
         self._down_seconds = 0.0
-        pushed = (
-            self.relists, self.relist_failures, self.relist_changes, self.reconnects,
-            self.lookup_seconds, self.wait_seconds,
-        )  # fmt: skip
-        self.registry.register(_Pushed(pushed))
-        self.registry.register(_Scraped(self))
+        self._registry: CollectorRegistry | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """This watcher's registry, made (and prometheus_client imported) when first asked."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry()
+            self._registry.register(_Collector(self))
+        return self._registry
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -192,17 +190,17 @@ class Metrics:
         events[topic] = events.get(topic, 0) + 1
 
     def relisted(self, changes: Sequence[WorkspaceChange]) -> None:
-        self.relists.inc()
+        self.relists += 1
         for change in changes:
-            self._relist_changes[change.kind].inc()
+            self.relist_changes[change.kind._value_] += 1
 
     def relist_failed(self) -> None:
-        self.relists.inc()
-        self.relist_failures.inc()
+        self.relists += 1
+        self.relist_failures += 1
 
     def lookup(self, what: str) -> _Timed:
         """`with metrics.lookup("container"): await ...` — one round trip, timed."""
-        return _Timed(self._lookups[what], self)
+        return _Timed(self.lookup_seconds[what], self)
 
     def disconnected(self) -> None:
         """An outage begins (called once per outage)."""
@@ -210,11 +208,11 @@ class Metrics:
             self._down_since = time.monotonic()
 
     def reconnected(self) -> None:
-        """The watcher is synced again after an outage."""
+        """The watcher is synced again after an outage (a no-op after the first sync)."""
         if self._down_since is not None:
             self._down_seconds += time.monotonic() - self._down_since
             self._down_since = None
-            self.reconnects.inc()
+            self.reconnects += 1
 
     def disconnected_seconds(self) -> float:
         """Seconds spent disconnected, the current outage included."""
@@ -240,106 +238,49 @@ class Metrics:
 
     def waiting(self, what: str) -> _Waiting:
         """`with metrics.waiting("running"): await ...` — one wait, timed."""
-        return _Waiting(self.wait_seconds, what)
+        return _Waiting(self, what)
 
 
-class _Pushed(Collector):
-    """The metrics the shell counts into, without their `_created` series.
-
-    prometheus_client adds to every counter and histogram (and each of their labelled
-    children) a `_created` timestamp, which the text format exposes as one more gauge per
-    series: twice the series for nothing an operator asks here. Turning it off is a process-
-    wide switch (`disable_created_metrics`) that a library must not flip for its host
-    program, so the samples are left out here instead.
-    """
-
-    def __init__(self, metrics: Sequence[MetricWrapperBase]) -> None:
-        self._metrics = metrics
-
-    def describe(self) -> Iterable[Metric]:
-        for metric in self._metrics:
-            yield from metric.describe()
-
-    def collect(self) -> Iterable[Metric]:
-        for metric in self._metrics:
-            for family in metric.collect():
-                family.samples = [s for s in family.samples if not s.name.endswith("_created")]
-                yield family
-
-
-class _Scraped(Collector):
-    """What is counted in plain ints, and what is state: made into metrics when scraped."""
+class _Collector:
+    """Makes `Metrics` into metric families, when scraped."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
-    def describe(self) -> Iterable[Metric]:
-        # names only: the registry checks them for clashes when registering, before the
-        # loop that `read` asks exists
-        return self._families(Readings(), describe=True)
-
     def collect(self) -> Iterable[Metric]:
-        return self._families(self._metrics.read(), describe=False)
+        # imported only by a scrape: see the module's doc (start-up)
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
 
-    def _families(self, now: Readings, *, describe: bool) -> list[Metric]:
-        m = self._metrics
-        workspaces = GaugeMetricFamily(
-            f"{PREFIX}workspaces",
-            "Workspaces tracked (each instance's newest container), by state.",
-            labels=["state"],
-        )
-        for state in ("created", "running", "exited"):
-            workspaces.add_metric([state], now.workspaces.get(state, 0))
-        events = CounterMetricFamily(
-            f"{PREFIX}events",
-            "Events of containerd's stream applied to the index, by topic.",
-            labels=["topic"],
-        )
-        for topic, count in sorted(m.events.items()):
-            events.add_metric([topic], count)
-        changes = CounterMetricFamily(
-            f"{PREFIX}changes",
-            "Changes published to followers, by kind (the `event` of `watch` lines).",
-            labels=["kind"],
-        )
-        for kind, count in m.changes.items():
-            changes.add_metric([kind], count)
-        families: list[Metric] = [
-            events,
-            changes,
-            GaugeMetricFamily(
-                f"{PREFIX}lookups_in_flight",
-                "Round trips to containerd in flight for the stream's needs.",
-                value=m.lookups_in_flight,
-            ),
-            CounterMetricFamily(
-                f"{PREFIX}changes_lost",
-                "Changes dropped from lagging followers' buffers (each follower counts its own).",
-                value=m.changes_lost,
-            ),
-            workspaces,
-            GaugeMetricFamily(
-                f"{PREFIX}followers",
-                "Followers of changes() (watch, API clients).",
-                value=now.followers,
-            ),
-            GaugeMetricFamily(
-                f"{PREFIX}ready",
-                "1 when connected to containerd and synced, else 0.",
-                value=1 if now.ready else 0,
-            ),
-            CounterMetricFamily(
-                f"{PREFIX}relist_corrections",
-                "Changes of safety relists whose events never came within the grace: "
-                "events the stream missed.",
-                value=now.corrections,
-            ),
-            CounterMetricFamily(
-                f"{PREFIX}disconnected_seconds",
-                "Seconds spent disconnected from containerd, the current outage included.",
-                value=0.0 if describe else m.disconnected_seconds(),
-            ),
-        ]
+        m, now = self._metrics, self._metrics.read()
+
+        def labelled(
+            make: type[CounterMetricFamily | GaugeMetricFamily],
+            name: str,
+            doc: str,
+            by: str,
+            values: Mapping[str, float],
+        ) -> Metric:
+            family = make(f"{PREFIX}{name}", doc, labels=[by])
+            for label, value in values.items():
+                family.add_metric([label], value)
+            return family
+
+        def histogram(
+            name: str,
+            doc: str,
+            by: Sequence[str],
+            series: Iterable[tuple[Sequence[str], Histogram]],
+        ) -> Metric:
+            family = HistogramMetricFamily(f"{PREFIX}{name}", doc, labels=by)
+            for labels, h in series:
+                buckets = [("+Inf" if le == math.inf else repr(le), n) for le, n in h.cumulative()]
+                family.add_metric(labels, buckets, sum_value=h.sum)
+            return family
+
         last = m.last_event
         stamp = GaugeMetricFamily(
             f"{PREFIX}last_event_timestamp_seconds",
@@ -348,16 +289,114 @@ class _Scraped(Collector):
         age = GaugeMetricFamily(
             f"{PREFIX}last_event_age_seconds", "Seconds since the last event of the stream."
         )
-        # no event yet: no sample (an age of 0 or of the epoch would be a lie)
-        if last is not None and not describe:
+        if last is not None:  # no event yet: no sample (an age of 0, or since 1970, would lie)
             stamp.add_metric([], last)
             age.add_metric([], max(0.0, time.time() - last))
-        return [*families, stamp, age]
+        return [
+            labelled(
+                GaugeMetricFamily,
+                "workspaces",
+                "Workspaces tracked (each instance's newest container), by state.",
+                "state",
+                {state: now.workspaces.get(state, 0) for state in STATES},
+            ),
+            GaugeMetricFamily(
+                f"{PREFIX}ready",
+                "1 when connected to containerd and synced, else 0.",
+                value=1 if now.ready else 0,
+            ),
+            labelled(
+                CounterMetricFamily,
+                "events",
+                "Events of containerd's stream applied to the index, by topic.",
+                "topic",
+                dict(sorted(m.events.items())),
+            ),
+            stamp,
+            age,
+            labelled(
+                CounterMetricFamily,
+                "changes",
+                "Changes published to followers, by kind (the `event` of `watch` lines).",
+                "kind",
+                m.changes,
+            ),
+            GaugeMetricFamily(
+                f"{PREFIX}followers",
+                "Followers of changes() (watch, API clients).",
+                value=now.followers,
+            ),
+            CounterMetricFamily(
+                f"{PREFIX}changes_lost",
+                "Changes dropped from lagging followers' buffers (each follower counts its own).",
+                value=m.changes_lost,
+            ),
+            CounterMetricFamily(
+                f"{PREFIX}relists",
+                "Safety relists beside the stream, failed ones included.",
+                value=m.relists,
+            ),
+            CounterMetricFamily(
+                f"{PREFIX}relist_failures",
+                "Safety relists that failed or missed their deadline.",
+                value=m.relist_failures,
+            ),
+            labelled(
+                CounterMetricFamily,
+                "relist_changes",
+                "Lifecycle changes made by safety relists, by kind: what the stream had not said "
+                "(yet: corrections are those it never said).",
+                "kind",
+                m.relist_changes,
+            ),
+            CounterMetricFamily(
+                f"{PREFIX}relist_corrections",
+                "Changes of safety relists whose events never came within the grace: "
+                "events the stream missed.",
+                value=now.corrections,
+            ),
+            CounterMetricFamily(
+                f"{PREFIX}reconnects",
+                "Resyncs with containerd after losing it.",
+                value=m.reconnects,
+            ),
+            CounterMetricFamily(
+                f"{PREFIX}disconnected_seconds",
+                "Seconds spent disconnected from containerd, the current outage included.",
+                value=m.disconnected_seconds(),
+            ),
+            GaugeMetricFamily(
+                f"{PREFIX}lookups_in_flight",
+                "Round trips to containerd in flight for the stream's needs.",
+                value=m.lookups_in_flight,
+            ),
+            histogram(
+                "lookup_seconds",
+                "Duration of the stream's lookups (each attempt), by what they look up.",
+                ["lookup"],
+                [((what,), h) for what, h in m.lookup_seconds.items()],
+            ),
+            histogram(
+                "wait_seconds",
+                "Duration of waits, by wait (running: wait_for_container, stop: "
+                "wait_for_container_stop, until: wait_until) and outcome (done, or cancelled by "
+                "the caller).",
+                ["wait", "outcome"],
+                m.wait_seconds.items(),
+            ),
+        ]
 
 
 def render(metrics: Metrics, accept: str | None = None) -> tuple[bytes, str]:
     """The body and content type of a scrape of `metrics`: Prometheus' text format, or
     OpenMetrics when the scraper's `Accept` header (`accept`) asks for it."""
+    # imported only by a scrape: see the module's doc (start-up)
+    from prometheus_client.exposition import (
+        CONTENT_TYPE_LATEST,
+        choose_encoder,
+        generate_latest,
+    )
+
     if accept is None:
         return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
     encoder, content_type = choose_encoder(accept)

@@ -78,6 +78,8 @@ class Workspace:
 
 class ChangeKind(enum.Enum):
     CREATED = "created"
+    #: about to run: the runtime is starting its process (only with the NRI source on)
+    STARTING = "starting"
     RUNNING = "running"
     EXITED = "exited"
     REMOVED = "removed"

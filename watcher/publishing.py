@@ -18,7 +18,8 @@ Rules of this module (the index's rules about changes live here):
   once, and never after `exited`: a container reported exited never comes back to running),
   `exited` once its task is gone (`running` is skipped if it never ran for us), `removed`
   when it stops being visible. Each step is reported at most once while the container stays
-  visible.
+  visible. `starting` (told by NRI, `announce_start`) comes between `created` and `running`,
+  at most once and never after either of those.
 * **Published objects are never mutated.** Every change carries an immutable `Workspace`
   (the new one; for `removed` the last one published) and the input's `ts`; an unchanged
   snapshot keeps its published object. `containers()`/`workspaces()` are copied once after a
@@ -48,6 +49,7 @@ __all__ = ["Published", "newness"]
 _REPORTED_CREATED: Final = 1
 _REPORTED_RUNNING: Final = 2
 _REPORTED_EXITED: Final = 4
+_REPORTED_STARTING: Final = 8
 
 
 def newness(ws: Workspace) -> tuple[int, float, str]:
@@ -122,6 +124,16 @@ class Published:
             flags |= _REPORTED_EXITED
             out.append(WorkspaceChange(kind=ChangeKind.EXITED, ts=ts, workspace=new))
         self.reported[cid] = flags
+
+    def announce_start(self, cid: ContainerId, ts: float, out: list[WorkspaceChange]) -> None:
+        """The runtime is about to start a visible container's process: `starting`, once,
+        unless it was reported running or exited already."""
+        ws = self.visible.get(cid)
+        flags = self.reported.get(cid, 0)
+        if ws is None or flags & (_REPORTED_STARTING | _REPORTED_RUNNING | _REPORTED_EXITED):
+            return
+        self.reported[cid] = flags | _REPORTED_STARTING
+        out.append(WorkspaceChange(kind=ChangeKind.STARTING, ts=ts, workspace=ws))
 
     def republish(
         self,
