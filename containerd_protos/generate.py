@@ -9,6 +9,9 @@ The upstream files under ``proto/`` stay byte-for-byte as containerd ships them.
 are root-relative (``import "types/mount.proto"``), which would make Python modules named
 ``types`` that shadow the standard library, so we copy them into a scratch tree below a
 ``containerd_protos/`` prefix, rewrite the imports to match, and run protoc from there.
+
+NRI's API (``proto/nri/``) is served over ttrpc, not gRPC: it gets message modules only, no
+``*_pb2_grpc.py`` (a gRPC stub of a ttrpc service would look usable and never work).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ PROTO_ROOT = HERE / "proto"
 # Only root-relative imports of vendored files are rewritten; google/protobuf/* comes from
 # grpcio-tools' bundled well-known types.
 _IMPORT = re.compile(r'^(import\s+(?:public\s+)?")(?!google/)([^"]+\.proto)(";)', re.MULTILINE)
+#: top-level dirs under proto/ whose services speak ttrpc (NRI): compiled without gRPC stubs
+TTRPC_ROOTS = frozenset({"nri"})
 
 
 def vendored_protos() -> Iterator[Path]:
@@ -46,23 +51,23 @@ def generate(out_dir: Path) -> list[Path]:
     include = Path(protoc.__file__).resolve().parent / "_proto"
     with tempfile.TemporaryDirectory() as scratch:
         src_root = Path(scratch)
-        sources = []
+        grpc_sources, ttrpc_sources = [], []
         for rel in vendored_protos():
             target = src_root / PACKAGE / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(rewrite_imports((PROTO_ROOT / rel).read_text()))
-            sources.append(str(Path(PACKAGE) / rel))
-        args = [
-            "protoc",
-            f"-I{src_root}",
-            f"-I{include}",
-            f"--python_out={out_dir}",
-            f"--pyi_out={out_dir}",
-            f"--grpc_python_out={out_dir}",
-            *sources,
-        ]
-        if protoc.main(args) != 0:
-            raise SystemExit("protoc failed; see the messages above")
+            served_by_ttrpc = rel.parts[0] in TTRPC_ROOTS
+            (ttrpc_sources if served_by_ttrpc else grpc_sources).append(str(Path(PACKAGE) / rel))
+        common = [
+            "protoc", f"-I{src_root}", f"-I{include}",
+            f"--python_out={out_dir}", f"--pyi_out={out_dir}",
+        ]  # fmt: skip
+        for extra, sources in (
+            ([f"--grpc_python_out={out_dir}"], grpc_sources),
+            ([], ttrpc_sources),
+        ):
+            if sources and protoc.main([*common, *extra, *sources]) != 0:
+                raise SystemExit("protoc failed; see the messages above")
     written = sorted(
         p for p in (out_dir / PACKAGE).rglob("*") if p.suffix in {".py", ".pyi"}
     )

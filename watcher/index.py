@@ -167,6 +167,7 @@ class Index:
         self._needs: list[Need] = []
         self._unresolved: dict[ContainerId, None] = {}  # an ordered set
         self._applied = 0  # inputs applied: the clock of `mark()`
+        self._updates = 0  # snapshots published, lifecycle step or not (see `updates`)
         self._listed = False  # a first listing was applied
 
     # --- queries ---------------------------------------------------------------------------
@@ -214,6 +215,13 @@ class Index:
         `watcher.needs`); each need is handed out once. Answer them in any order."""
         needs, self._needs = self._needs, []
         return needs
+
+    @property
+    def updates(self) -> int:
+        """Grows whenever a published snapshot changes, also without a lifecycle change (a
+        record's details filled in later): for waiters whose condition reads more than the
+        lifecycle."""
+        return self._updates
 
     def mark(self) -> int:
         """A point in the input order: give it to a `Relisted` as `since` when the listing
@@ -491,6 +499,7 @@ class Index:
             ws = pods.workspace(cid, facts)
             if ws is not None:
                 visible[cid] = ws
+        self._updates += 1
         for ws in self._published.republish(old_published, visible, ts, out):
             self._ask_where(ws.container_id)
         return out
@@ -649,6 +658,7 @@ class Index:
             return
         else:
             self._ask_where(cid)
+        self._updates += 1
         published.publish(cid, old, new, ts, out)
 
     def _ask_where(self, cid: ContainerId) -> None:

@@ -41,6 +41,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import trio
 from trio_util import AsyncValue
@@ -56,9 +57,13 @@ from .index import Index
 from .inputs import ContainerSeen, Envelope, Event, LogChecked, LookupFailed, Relisted, TaskCreated
 from .metrics import Metrics, Readings
 from .needs import Need, NeedLocation, NeedLogCheck, NeedRecord
+from .nri_source import NRI_TOPIC, inputs_of
 from .published import ChangeKind, Disconnected, Synced, WorkspaceChange
 from .resolve import Resolver, locate
 from .settings import Settings
+
+if TYPE_CHECKING:  # the plugin's modules load only when NRI is asked for
+    from .nri.plugin import NriPlugin
 
 __all__ = ["Loop"]
 
@@ -100,6 +105,8 @@ class Loop:
         self.generation = AsyncValue(0)
         self.ready = AsyncValue(False)
         self.client: Client | None = None
+        self.session: _Session | None = None  # while connected to containerd
+        self._updates = 0  # `index.updates` the waiters were last woken for
         self.corrections = Corrections(settings.relist_grace)
         self.resolver = Resolver(settings.namespace, settings.proc_root)
         self.wake = trio.Event()
@@ -125,7 +132,7 @@ class Loop:
                         await self._check_namespace(client)
                     with single_errors():
                         async with trio.open_nursery() as nursery:
-                            session = _Session(self, client, nursery)
+                            session = self.session = _Session(self, client, nursery)
                             await session.sync(initial=not started)
                             if not started:
                                 task_status.started()
@@ -149,6 +156,7 @@ class Loop:
                 self._lost(lost[0])
             finally:
                 self.client = None
+                self.session = None
             with trio.move_on_after(backoff):
                 await self.wake.wait()
             self.wake = trio.Event()
@@ -188,6 +196,33 @@ class Loop:
         self.hub.publish(Synced(ts=time.time(), workspaces=count, initial=initial))
         log.info("synced: %d workspaces", count)
         self.ready.value = True
+
+    def publish(self, changes: Sequence[WorkspaceChange]) -> None:
+        """Hand changes to the followers, and wake the waiters when anything they can read
+        changed (a snapshot's details too, not only lifecycle steps)."""
+        for change in changes:
+            if change.kind is ChangeKind.RUNNING:
+                self.resolver.check_cgroup(change.workspace)
+            self.hub.publish(change)
+        updates = self.index.updates
+        if changes or updates != self._updates:
+            self._updates = updates
+            self.generation.value += 1
+
+    async def follow_nri(self, plugin: NriPlugin) -> None:
+        """Apply what NRI tells (`watcher.nri_source`) beside the event stream, until
+        cancelled. Connected to containerd, its needs are answered as the stream's are; while
+        not, the index takes NRI's word alone and the next sync's listing answers the rest."""
+        count = self.metrics.event
+        async for item in plugin.events:
+            for event in inputs_of(item):
+                count(NRI_TOPIC, event.ts)
+                session = self.session
+                if session is not None:
+                    session.apply(event)
+                else:
+                    self.publish(self.index.apply(event))
+                    self.index.take_needs()  # no containerd to ask: the listing will tell
 
     def readings(self) -> Readings:
         """The state a scrape of `metrics` reports, read then rather than kept up to date."""
@@ -247,13 +282,7 @@ class _Session:
         return out
 
     def publish(self, changes: Sequence[WorkspaceChange]) -> None:
-        loop = self.loop
-        for change in changes:
-            if change.kind is ChangeKind.RUNNING:
-                loop.resolver.check_cgroup(change.workspace)
-            loop.hub.publish(change)
-        if changes:
-            loop.generation.value += 1
+        self.loop.publish(changes)
 
     def dispatch(self, need: Need) -> Event | None:
         """Answer a need at once where no round trip is needed, else start its worker."""

@@ -192,6 +192,8 @@ class Settings:
     relist_interval: float = RELIST_INTERVAL
     relist_grace: float = RELIST_GRACE
     start_grace: float = START_GRACE
+    #: the NRI source beside the event stream (`watcher.nri_source`); None: the stream alone
+    nri: NriSettings | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.address, str) or not self.address:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager, asynccontextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -22,6 +22,9 @@ from .loop import Loop
 from .metrics import Metrics
 from .published import InstanceId, Workspace
 from .settings import ADDRESS, NAMESPACE, Settings, check_id
+
+if TYPE_CHECKING:  # the plugin's modules load only when NRI is asked for
+    from .nri.plugin import NriPlugin
 
 __all__ = ["Settings", "Watcher", "open_watcher"]
 
@@ -51,6 +54,8 @@ class Watcher:
         self._loop = Loop(self.settings)
         self._index = self._loop.index
         self._generation = self._loop.generation
+        #: the NRI plugin, once `serve` started it (`Settings.nri`)
+        self.nri: NriPlugin | None = None
         #: this watcher's Prometheus metrics (`watcher.metrics.render(w.metrics)` for a scrape)
         self.metrics: Metrics = self._loop.metrics
 
@@ -70,6 +75,11 @@ class Watcher:
         with single_errors():
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._loop.run)
+                if self.settings.nri is not None:
+                    from .nri.plugin import serve_nri_plugin  # loaded only when asked for
+
+                    self.nri = await nursery.start(serve_nri_plugin, self.settings.nri)
+                    nursery.start_soon(self._loop.follow_nri, self.nri)
                 task_status.started(self)
 
     # --- waiting -------------------------------------------------------------------------

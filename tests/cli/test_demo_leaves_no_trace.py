@@ -167,7 +167,8 @@ def test_demo_leaves_no_trace(ws_watcher: WsWatcher) -> None:
             demo.wait(DEMO_TIMEOUT)
     assert demo.rest()[-1].endswith("done")
     rigs |= other_rigs(base)
-    concurrent_pods = other_rig_pods(base) - pods_before
+    # other rigs' pods made or removed meanwhile (tests running beside this one)
+    concurrent_pods = other_rig_pods(base) ^ pods_before
 
     # cgroups: nothing new (in a kubelet tree: unless another rig made pods meanwhile), no
     # trace of the demo's pods anywhere, the demo's parent gone from every hierarchy

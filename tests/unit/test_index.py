@@ -1078,3 +1078,15 @@ def test_an_inferred_exit_is_revised_by_a_live_task() -> None:
     index.apply(started("c-1"))
     ws = index.by_container("c-1")
     assert ws is not None and ws.state is WorkspaceState.EXITED
+
+
+def test_updates_grow_when_a_snapshot_changes_without_a_lifecycle_step() -> None:
+    """Waiters reading more than the lifecycle (`wait_until`) are woken by `updates`."""
+    index = Index()
+    feed(index, [seen(sandbox("sb-1")), seen(container("c-1"))])
+    before = index.updates
+    changes = index.apply(seen(container("c-1", annotations={"io.kubernetes.x": "y"})))
+    assert changes == [] and index.updates > before
+    again = index.updates
+    assert index.apply(seen(container("c-1", annotations={"io.kubernetes.x": "y"}))) == []
+    assert index.updates == again  # nothing new: nobody woken

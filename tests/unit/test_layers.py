@@ -11,7 +11,10 @@
   `Index`; facts know neither the join nor publishing, publishing knows neither facts nor the
   join (the index composes them);
 * resolution answers needs and knows nothing of the index; the loop ferries between them;
-* protobuf stops at `decode` (and the client and the test rig that speak the wire);
+* protobuf stops at `decode` (and the client and the test rig that speak the wire; in the
+  NRI plugin, at `nri/api` for NRI's messages and `nri/ttrpc` for ttrpc's envelope);
+* the NRI plugin (`nri/`) is a package of its own: of the watcher it imports only the
+  records, settings, errors and nursery helpers (the index is fed by whoever consumes it);
 * grpc is imported by `client` only (and the test rig's servers and CRI client);
 * prometheus_client is imported by `metrics` only (the shell counts through it);
 * the shipped demo takes the rig from `watcher.testing.rig`, and importing it loads no pytest
@@ -39,7 +42,7 @@ CORE = (
 )  # fmt: skip
 SHELL = (
     "client", "decode", "resolve", "loop", "watcher", "changes", "cli", "testing", "_nursery",
-    "metrics", "service", "remote", "wire",
+    "metrics", "service", "remote", "wire", "nri", "nri_source",
 )  # fmt: skip
 
 
@@ -113,7 +116,25 @@ def test_protobuf_stops_at_decode() -> None:
         for m in modules()
         if imported(m) & {"google", "containerd_protos"}
     }
-    assert {u for u in users if not u.startswith("testing/")} == {"client.py", "decode.py"}
+    assert {u for u in users if not u.startswith("testing/")} == {
+        "client.py", "decode.py", "nri/api.py", "nri/ttrpc.py",
+    }  # fmt: skip
+
+
+#: what of the watcher the NRI plugin may import
+NRI_USES = {"containerd_records", "settings", "errors", "_nursery", "nri"}
+
+
+def test_the_nri_plugin_stands_alone() -> None:
+    for module in sorted((PACKAGE / "nri").glob("*.py")):
+        tree = ast.parse(module.read_text(), filename=str(module))
+        used = {
+            node.module.split(".")[1]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.level == 0
+            and (node.module or "").startswith("watcher.")
+        }  # fmt: skip
+        assert used <= NRI_USES, module.name
 
 
 @pytest.mark.parametrize("name", CORE)

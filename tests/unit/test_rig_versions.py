@@ -194,3 +194,23 @@ def test_config_from_1_7_keeps_nri_and_imports_in_the_base(
     assert config["version"] == 2
     cri = config["plugins"]["io.containerd.grpc.v1.cri"]
     assert cri["containerd"]["snapshotter"] == snapshotter
+
+
+@pytest.mark.parametrize("version", [Version(1, 7, 24), Version(2, 1, 9)])
+def test_config_turns_nri_on_when_asked(version: Version) -> None:
+    base = Path("/tmp/wsw-x")
+    text = render_config(
+        base, base / "containerd.sock", restrict_oom=False, version=version, nri=True,
+        nri_request_timeout=30,
+    )  # fmt: skip
+    nri = tomllib.loads(text)["plugins"]["io.containerd.nri.v1.nri"]
+    # the same keys in 1.7 and 2.x (containerd's pkg/nri/config.go, internal/nri/config.go)
+    assert nri["disable"] is False
+    assert nri["socket_path"] == str(base / "nri.sock")
+    assert nri["plugin_request_timeout"] == "30000ms"  # a Go duration
+
+
+def test_config_refuses_nri_before_1_7() -> None:
+    base = Path("/tmp/wsw-x")
+    with pytest.raises(RigError, match="no NRI"):
+        render_config(base, base / "s", restrict_oom=False, version=Version(1, 6, 20), nri=True)

@@ -79,6 +79,8 @@ class Options:
     initial: bool = False
     #: watch: seconds between safety relists (0: never)
     relist_interval: float = settings.RELIST_INTERVAL
+    #: watch, serve: the NRI socket to observe beside the event stream (None: the stream alone)
+    nri_socket: str | None = None
     #: wait, wait-stop
     instance_id: str = ""
     timeout: float = settings.WAIT_TIMEOUT
@@ -344,6 +346,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         " [--initial] [-o json|text]",
     )
     _add_output(watch, Command.WATCH, Format.JSON)
+    _add_nri(watch)
     watch.add_argument(
         "--initial",
         action="store_true",
@@ -448,6 +451,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Options:
         log_format=ns.log_format,
         initial=getattr(ns, "initial", False),
         relist_interval=getattr(ns, "relist_interval", settings.RELIST_INTERVAL),
+        nri_socket=_nri_socket(ns),
         instance_id=getattr(ns, "instance_id", ""),
         timeout=getattr(ns, "timeout", settings.WAIT_TIMEOUT),
         target=getattr(ns, "target", ""),
@@ -507,6 +511,7 @@ def _add_serve(command: Callable[..., argparse.ArgumentParser]) -> None:
         help="relist containerd this often to catch missed events; 0 turns it off "
         "(default: %(default)gs)",
     )
+    _add_nri(serve)
     serve.epilog = (
         "The API: GET /v1/workspaces, /v1/workspaces/ID, /v1/workspaces/ID/wait?for=running|"
         "gone&timeout=60s, /v1/watch?since=N, /healthz, /readyz, /metrics (see the README). "
@@ -560,3 +565,28 @@ def _service(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> setting
         )
     except UsageError as exc:
         parser.error(str(exc))
+
+
+# --- NRI beside the event stream (watch, serve) ---------------------------------------------
+
+
+def _add_nri(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("NRI (containerd >= 1.7)")
+    group.add_argument(
+        "--nri-socket",
+        metavar="PATH",
+        help="observe containerd's NRI here too: workspaces known before containerd publishes "
+        f"them (default: {settings.NRI_SOCKET} when --address is containerd's default; none "
+        "otherwise, so that a watcher of another containerd never hears this one's)",
+    )
+    group.add_argument(
+        "--no-nri", action="store_true", help="the event stream alone, even at the default address"
+    )
+
+
+def _nri_socket(ns: argparse.Namespace) -> str | None:
+    if ns.command not in (Command.WATCH.value, Command.SERVE.value) or ns.no_nri:
+        return None
+    if ns.nri_socket is not None:
+        return str(os.path.abspath(ns.nri_socket))
+    return settings.NRI_SOCKET if ns.address == settings.ADDRESS else None

@@ -19,6 +19,7 @@ import trio
 from watcher.containerd_records import ImageInfo, TaskRecord
 from watcher.errors import NotFound
 from watcher.published import Change, InstanceId, Lagged, Workspace
+from watcher.settings import NriSettings
 from watcher.watcher import Settings, Watcher, open_watcher
 
 from . import output
@@ -59,6 +60,7 @@ def settings_of(opts: Options) -> Settings:
         path_map=opts.path_map,
         relist_interval=opts.relist_interval,
         schemes=opts.schemes,
+        nri=None if opts.nri_socket is None else NriSettings(socket=opts.nri_socket),
     )
 
 

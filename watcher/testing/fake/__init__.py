@@ -69,7 +69,7 @@ from .messages import (
     overlay_mount,
     timestamp,
 )
-from .pods import FakePod
+from .pods import FakePod, pod_ids
 from .server import MAX_WORKERS, FakeContainerd
 from .wire import (
     CRI_CONTAINER_EXTENSION,
@@ -117,5 +117,6 @@ __all__ = [
     "mk2_labels",
     "oci_spec",
     "overlay_mount",
+    "pod_ids",
     "timestamp",
 ]

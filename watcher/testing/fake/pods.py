@@ -248,6 +248,17 @@ class Kubelet(ContainerLifecycle):
         return pods
 
 
+def pod_ids(
+    name: str, namespace: str = "default", containers: Iterable[str] = ("workspace",)
+) -> tuple[str, str, dict[str, str]]:
+    """The (uid, sandbox id, {container name: id}) `add_pod` gives such a pod (first attempt):
+    to tell of it from elsewhere (NRI) before the fake holds it."""
+    uid = _uuid(f"pod/{namespace}/{name}")
+    return uid, _container_id(f"{uid}/sandbox/0"), {
+        c: _container_id(f"{uid}/{c}/0") for c in containers
+    }
+
+
 def _uuid(seed: str) -> str:
     """A stable UUID-shaped id from a seed: tests and benchmarks are reproducible."""
     h = hashlib.sha256(seed.encode()).hexdigest()
