@@ -14,13 +14,27 @@ Synopsis::
         async with open_watcher(tap.address) as w:
             ...
         assert tap.methods() <= ALLOWED_RPCS
+
+It can also *hold* the answers of a method named in `holdable`: `tap.hold(EVENTS_SUBSCRIBE)`
+keeps every message of that method's streams from the watcher — the tap goes on reading them
+from containerd, keeps them (`held_messages`) and passes none on — until
+`tap.release(EVENTS_SUBSCRIBE)` lets them all through, in order. So a test can show what the
+watcher knows *without* containerd's event stream (e.g. what NRI told it first), with no race
+on timing::
+
+    with Wiretap(containerd.address, sockdir, holdable={EVENTS_SUBSCRIBE}) as tap:
+        tap.hold(EVENTS_SUBSCRIBE)
+        ...                                     # containerd publishes, the watcher hears nothing
+        tap.held_messages(EVENTS_SUBSCRIBE)     # what containerd published meanwhile (raw)
+        tap.release(EVENTS_SUBSCRIBE)
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -63,10 +77,20 @@ class TappedCall:
 class Wiretap:
     """A transparent gRPC proxy on a unix socket in `directory`, forwarding to `upstream`."""
 
-    def __init__(self, upstream: str, directory: str, name: str = "tap.sock") -> None:
+    def __init__(
+        self,
+        upstream: str,
+        directory: str,
+        name: str = "tap.sock",
+        *,
+        holdable: Collection[str] = (),
+    ) -> None:
         self.address = os.path.join(directory, name)
+        self.holdable = frozenset(holdable)
         self._lock = threading.Lock()
         self._calls: list[TappedCall] = []
+        self._gates: dict[str, threading.Event] = {}  # method -> set when released
+        self._held: dict[str, list[bytes]] = {}  # method -> what its latest hold kept
         self._upstream = grpc.insecure_channel(
             f"unix://{upstream}",
             options=[
@@ -94,6 +118,9 @@ class Wiretap:
         return self
 
     def stop(self) -> None:
+        with self._lock:
+            for gate in self._gates.values():
+                gate.set()  # a held stream must not keep a worker (and the stop) waiting
         self._server.stop(grace=None).wait()
         self._upstream.close()
         if os.path.exists(self.address):
@@ -124,6 +151,35 @@ class Wiretap:
         with self._lock:
             self._calls.clear()
 
+    def hold(self, method: str) -> None:
+        """Keep the answers of `method` (one of `holdable`) from the caller, from the next
+        message on, until `release`."""
+        if method not in self.holdable:
+            raise ValueError(f"{method} was not named holdable when the tap was made")
+        with self._lock:
+            self._gates[method] = threading.Event()
+            self._held[method] = []
+
+    def release(self, method: str) -> None:
+        """Let what `hold` kept (and everything after) through, in order."""
+        with self._lock:
+            gate = self._gates.pop(method, None)
+        if gate is not None:
+            gate.set()
+
+    def held_messages(self, method: str) -> list[bytes]:
+        """The messages of `method` that its latest `hold` kept back (serialized)."""
+        with self._lock:
+            return list(self._held.get(method, ()))
+
+    def _gate(self, method: str, message: bytes) -> threading.Event | None:
+        """The hold `message` must wait for (kept in `held_messages`), or None."""
+        with self._lock:
+            gate = self._gates.get(method)
+            if gate is not None:
+                self._held[method].append(message)
+            return gate
+
     def _record(self, call: TappedCall) -> None:
         with self._lock:
             self._calls.append(call)
@@ -153,9 +209,40 @@ class _Forward(grpc.GenericRpcHandler):  # type: ignore[misc]
             call = upstream(requests, metadata=metadata, timeout=timeout)
             context.add_callback(call.cancel)  # the caller left (or the call ended)
             try:
-                yield from call
+                if method in self.tap.holdable:
+                    yield from _holding(self.tap, method, call)
+                else:
+                    yield from call
             except grpc.RpcError as exc:
                 if context.is_active():
                     context.abort(exc.code(), exc.details() or "")
 
         return grpc.stream_stream_rpc_method_handler(forward)
+
+
+_END = object()
+
+
+def _holding(tap: Wiretap, method: str, call: Iterator[bytes]) -> Iterator[bytes]:
+    """`call`'s messages, each passed on once no hold keeps it. A thread of its own reads
+    them from containerd as they come, as the watcher's client would have: so a held stream
+    is read on (each message kept in `held_messages`) while nothing is passed on. Errors of
+    `call` are raised in their place."""
+    messages: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            for message in call:
+                messages.put((message, tap._gate(method, message)))
+        except grpc.RpcError as exc:
+            messages.put(exc)
+        messages.put(_END)
+
+    threading.Thread(target=read, name="wiretap-read-ahead", daemon=True).start()
+    while (item := messages.get()) is not _END:
+        if isinstance(item, grpc.RpcError):
+            raise item
+        message, gate = item
+        if gate is not None:
+            gate.wait()  # a worker thread of the tap's own: only this call waits
+        yield message

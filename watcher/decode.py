@@ -1,4 +1,5 @@
-"""protobuf → records: the only core module that touches containerd's messages.
+"""protobuf → records: where containerd's messages become the records the core reads (the core
+itself never sees a message).
 
 Decoding is tolerant by design: a container whose OCI spec or CRI extension is missing or
 malformed still yields a record (the unknown parts are None) and one warning naming the

@@ -50,7 +50,9 @@ Rules of this module (everything that affects the state lives here):
   /containers/create, a listing), and containerd's record wins over NRI's. A listing without
   it keeps it for `start_grace` seconds after it was told (it may not exist yet), then drops
   it; NRI's RemoveContainer (`AnnouncementWithdrawn`) ends only a container containerd never
-  showed. Changes stay exactly-once across both sources: a workspace told by NRI and then by
+  showed; a listing that keeps one asks for another after its grace (`NeedRelist`), so one
+  that never comes (containerd killed between NRI's call and its own creation) does not stay.
+  Changes stay exactly-once across both sources: a workspace told by NRI and then by
   containerd is one `created`, one `running`; `starting` (`StartAnnounced`) is reported at
   most once, between `created` and `running`.
 * **Cost.** An event touches only the containers it affects: O(1) per event, except
@@ -120,7 +122,7 @@ from watcher.inputs import (
     TaskStarted,
 )
 from watcher.labels import GITPOD_SCHEMES, LabelScheme
-from watcher.needs import Need, NeedLogCheck, NeedRecord
+from watcher.needs import Need, NeedLogCheck, NeedRecord, NeedRelist
 from watcher.podjoin import PodJoin
 from watcher.published import InstanceId, Workspace, WorkspaceChange
 from watcher.publishing import Published
@@ -480,6 +482,7 @@ class Index:
                 facts.phase = EXITED  # the task is gone
             elif facts.phase == NO_TASK:
                 self._without_task(cid, facts, rec, event, first)
+        recheck: float | None = None  # when the earliest NRI announcement kept expires
         for cid, facts in old_facts.items():
             # created (or told about) while the listing ran: not in it, not gone; told by NRI
             # before containerd creates it: not in it yet, for a while
@@ -491,6 +494,11 @@ class Index:
                     pods.attach(cid, facts, facts.record)
                 if cid in old_unresolved:
                     self._unresolved[cid] = None  # `newer` implies a `since`: same shell
+                if facts.announced and facts.first_seen is not None and event.mono is not None:
+                    expires = facts.first_seen + self._start_grace
+                    recheck = expires if recheck is None else min(recheck, expires)
+        if recheck is not None:
+            self._needs.append(NeedRelist(at=recheck))  # only a later listing can tell
         pods.purge_all()
 
         out: list[WorkspaceChange] = []

@@ -37,6 +37,7 @@ a lost containerd (a busy one answers Tasks.List late; reconnecting made it wors
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -56,7 +57,7 @@ from .errors import ConnectError, ContainerdError, NotFound, UsageError
 from .index import Index
 from .inputs import ContainerSeen, Envelope, Event, LogChecked, LookupFailed, Relisted, TaskCreated
 from .metrics import Metrics, Readings
-from .needs import Need, NeedLocation, NeedLogCheck, NeedRecord
+from .needs import Need, NeedLocation, NeedLogCheck, NeedRecord, NeedRelist
 from .nri_source import NRI_TOPIC, inputs_of
 from .published import ChangeKind, Disconnected, Synced, WorkspaceChange
 from .resolve import Resolver, locate
@@ -261,6 +262,9 @@ class _Session:
         self.lookups = trio.CapacityLimiter(LOOKUPS)
         self.last_event = trio.current_time()
         self.relist_soon = trio.Event()
+        # a listing asked for by the index (`NeedRelist`): when, and the wait it shortens
+        self.relist_at: float | None = None
+        self._waiting: trio.CancelScope | None = None
         # containers the stream announced whose record is still being fetched: a relist
         # that lists them first tells nothing the stream missed
         self.fetching: set[ContainerId] = set()
@@ -288,6 +292,9 @@ class _Session:
         """Answer a need at once where no round trip is needed, else start its worker."""
         if isinstance(need, NeedLogCheck):
             return self.log_checked(need)
+        if isinstance(need, NeedRelist):
+            self.relist_by(need.at)
+            return None
         if isinstance(need, NeedRecord):
             self.fetching.add(need.container_id)
             self.nursery.start_soon(self.fetch_record, need.container_id)
@@ -425,16 +432,33 @@ class _Session:
             changes += self.apply(answer)
         return changes
 
+    def relist_by(self, at: float) -> None:
+        """A listing at `at` (monotonic) at the latest, whatever the interval (`NeedRelist`):
+        the safety relists' wait is shortened, or the next one started sooner."""
+        self.relist_at = at if self.relist_at is None else min(self.relist_at, at)
+        if self._waiting is not None:
+            self._waiting.deadline = min(self._waiting.deadline, at)
+
     async def relists(self) -> None:
-        """Safety relists beside the stream: whatever one changes, the stream did not say."""
+        """Safety relists beside the stream: whatever one changes, the stream did not say.
+
+        Also the listings the index asks for (`NeedRelist`), even with relists turned off:
+        those answer what only a listing can, not what the stream may have missed."""
         settings = self.loop.settings
         interval = settings.relist_interval
         due = trio.current_time() + (min(interval, SETTLE_RELIST) if interval else 0)
         retry = RELIST_RETRY[0]
         while True:
-            with trio.move_on_at(due if interval else float("inf")):
+            deadline = due if interval else math.inf
+            if self.relist_at is not None:
+                deadline = min(deadline, self.relist_at)
+            with trio.move_on_at(deadline) as self._waiting:
                 await self.relist_soon.wait()
+            self._waiting = None
             self.relist_soon = trio.Event()
+            asked = self.relist_at is not None and self.relist_at <= trio.current_time()
+            if asked:
+                self.relist_at = None  # the listing below is taken after it: it answers it
             try:
                 changes = await self.listing()
             except (ConnectError, ContainerdError) as exc:
@@ -442,6 +466,8 @@ class _Session:
                 log.warning("relist failed: %s; trying again in %gs", exc, retry)
                 due = trio.current_time() + retry
                 retry = min(retry * 2, RELIST_RETRY[1])
+                if asked:
+                    self.relist_by(due)  # still owed, with relists off too
                 continue
             self.loop.metrics.relisted(changes)
             retry = RELIST_RETRY[0]

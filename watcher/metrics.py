@@ -32,15 +32,28 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .published import Change, ChangeKind, Disconnected, Synced, WorkspaceChange
 
+# `Metric` is re-exported: the type of what a collector's `collect` returns (the service's
+# too), so that only this module names prometheus_client
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
-    from prometheus_client.core import Metric
+    from prometheus_client.core import Metric as Metric
+    from prometheus_client.registry import Collector
 
-__all__ = ["PREFIX", "Histogram", "Metrics", "Readings", "render"]
+__all__ = [
+    "PREFIX",
+    "Histogram",
+    "Metrics",
+    "Readings",
+    "counter",
+    "gauge",
+    "histogram",
+    "labelled",
+    "render",
+]
 
 PREFIX = "ws_watcher_"
 #: a containerd round trip: a millisecond idle, seconds when hundreds of pods start at once
@@ -170,6 +183,8 @@ class Metrics:
         self._down_since: float | None = None  # monotonic
         self._down_seconds = 0.0
         self._registry: CollectorRegistry | None = None
+        #: more collectors scraped with this watcher's (`include`)
+        self._included: list[Collector] = []
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -178,8 +193,17 @@ class Metrics:
             from prometheus_client import CollectorRegistry
 
             self._registry = CollectorRegistry()
-            self._registry.register(_Collector(self))
+            for collector in (_Collector(self), *self._included):
+                self._registry.register(collector)
         return self._registry
+
+    def include(self, collector: Collector) -> None:
+        """Scrape `collector` with this watcher's metrics, in its registry: what serves the
+        watcher adds its own (`ws-watcher serve`'s). Registered now if the registry exists,
+        else when it is made (so that prometheus_client is still imported by a scrape only)."""
+        self._included.append(collector)
+        if self._registry is not None:
+            self._registry.register(collector)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -249,38 +273,9 @@ class _Collector:
 
     def collect(self) -> Iterable[Metric]:
         # imported only by a scrape: see the module's doc (start-up)
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
+        from prometheus_client.core import GaugeMetricFamily
 
         m, now = self._metrics, self._metrics.read()
-
-        def labelled(
-            make: type[CounterMetricFamily | GaugeMetricFamily],
-            name: str,
-            doc: str,
-            by: str,
-            values: Mapping[str, float],
-        ) -> Metric:
-            family = make(f"{PREFIX}{name}", doc, labels=[by])
-            for label, value in values.items():
-                family.add_metric([label], value)
-            return family
-
-        def histogram(
-            name: str,
-            doc: str,
-            by: Sequence[str],
-            series: Iterable[tuple[Sequence[str], Histogram]],
-        ) -> Metric:
-            family = HistogramMetricFamily(f"{PREFIX}{name}", doc, labels=by)
-            for labels, h in series:
-                buckets = [("+Inf" if le == math.inf else repr(le), n) for le, n in h.cumulative()]
-                family.add_metric(labels, buckets, sum_value=h.sum)
-            return family
-
         last = m.last_event
         stamp = GaugeMetricFamily(
             f"{PREFIX}last_event_timestamp_seconds",
@@ -294,19 +289,19 @@ class _Collector:
             age.add_metric([], max(0.0, time.time() - last))
         return [
             labelled(
-                GaugeMetricFamily,
+                "gauge",
                 "workspaces",
                 "Workspaces tracked (each instance's newest container), by state.",
                 "state",
                 {state: now.workspaces.get(state, 0) for state in STATES},
             ),
-            GaugeMetricFamily(
-                f"{PREFIX}ready",
+            gauge(
+                "ready",
                 "1 when connected to containerd and synced, else 0.",
-                value=1 if now.ready else 0,
+                1 if now.ready else 0,
             ),
             labelled(
-                CounterMetricFamily,
+                "counter",
                 "events",
                 "Events of containerd's stream applied to the index, by topic.",
                 "topic",
@@ -315,60 +310,60 @@ class _Collector:
             stamp,
             age,
             labelled(
-                CounterMetricFamily,
+                "counter",
                 "changes",
                 "Changes published to followers, by kind (the `event` of `watch` lines).",
                 "kind",
                 m.changes,
             ),
-            GaugeMetricFamily(
-                f"{PREFIX}followers",
-                "Followers of changes() (watch, API clients).",
-                value=now.followers,
+            gauge(
+                "followers",
+                "Followers of changes() (watch, the library's; the service's feed is one).",
+                now.followers,
             ),
-            CounterMetricFamily(
-                f"{PREFIX}changes_lost",
+            counter(
+                "changes_lost",
                 "Changes dropped from lagging followers' buffers (each follower counts its own).",
-                value=m.changes_lost,
+                m.changes_lost,
             ),
-            CounterMetricFamily(
-                f"{PREFIX}relists",
+            counter(
+                "relists",
                 "Safety relists beside the stream, failed ones included.",
-                value=m.relists,
+                m.relists,
             ),
-            CounterMetricFamily(
-                f"{PREFIX}relist_failures",
+            counter(
+                "relist_failures",
                 "Safety relists that failed or missed their deadline.",
-                value=m.relist_failures,
+                m.relist_failures,
             ),
             labelled(
-                CounterMetricFamily,
+                "counter",
                 "relist_changes",
                 "Lifecycle changes made by safety relists, by kind: what the stream had not said "
                 "(yet: corrections are those it never said).",
                 "kind",
                 m.relist_changes,
             ),
-            CounterMetricFamily(
-                f"{PREFIX}relist_corrections",
+            counter(
+                "relist_corrections",
                 "Changes of safety relists whose events never came within the grace: "
                 "events the stream missed.",
-                value=now.corrections,
+                now.corrections,
             ),
-            CounterMetricFamily(
-                f"{PREFIX}reconnects",
+            counter(
+                "reconnects",
                 "Resyncs with containerd after losing it.",
-                value=m.reconnects,
+                m.reconnects,
             ),
-            CounterMetricFamily(
-                f"{PREFIX}disconnected_seconds",
+            counter(
+                "disconnected_seconds",
                 "Seconds spent disconnected from containerd, the current outage included.",
-                value=m.disconnected_seconds(),
+                m.disconnected_seconds(),
             ),
-            GaugeMetricFamily(
-                f"{PREFIX}lookups_in_flight",
+            gauge(
+                "lookups_in_flight",
                 "Round trips to containerd in flight for the stream's needs.",
-                value=m.lookups_in_flight,
+                m.lookups_in_flight,
             ),
             histogram(
                 "lookup_seconds",
@@ -385,6 +380,56 @@ class _Collector:
                 m.wait_seconds.items(),
             ),
         ]
+
+
+# --- metric families, made at scrape time ----------------------------------------------
+# For `_Collector` and for collectors that `include` adds (the service's): prometheus_client
+# is imported here only, and only by a scrape.
+
+
+def gauge(name: str, doc: str, value: float) -> Metric:
+    """The gauge `PREFIX + name` with one sample."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    return GaugeMetricFamily(f"{PREFIX}{name}", doc, value=value)
+
+
+def counter(name: str, doc: str, value: float) -> Metric:
+    """The counter `PREFIX + name` (`_total` in the text format) with one sample."""
+    from prometheus_client.core import CounterMetricFamily
+
+    return CounterMetricFamily(f"{PREFIX}{name}", doc, value=value)
+
+
+def labelled(
+    kind: Literal["counter", "gauge"],
+    name: str,
+    doc: str,
+    by: str | Sequence[str],
+    values: Mapping[str, float] | Mapping[tuple[str, ...], float],
+) -> Metric:
+    """A counter or gauge with a sample per label value (`by` one label name; or several,
+    then each key of `values` is a tuple of their values, in `by`'s order)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    make = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+    family = make(f"{PREFIX}{name}", doc, labels=[by] if isinstance(by, str) else by)
+    for key, value in values.items():
+        family.add_metric([key] if isinstance(key, str) else key, value)
+    return family
+
+
+def histogram(
+    name: str, doc: str, by: Sequence[str], series: Iterable[tuple[Sequence[str], Histogram]]
+) -> Metric:
+    """A histogram with a series per tuple of label values (in `by`'s order)."""
+    from prometheus_client.core import HistogramMetricFamily
+
+    family = HistogramMetricFamily(f"{PREFIX}{name}", doc, labels=by)
+    for labels, h in series:
+        buckets = [("+Inf" if le == math.inf else repr(le), n) for le, n in h.cumulative()]
+        family.add_metric(labels, buckets, sum_value=h.sum)
+    return family
 
 
 def render(metrics: Metrics, accept: str | None = None) -> tuple[bytes, str]:

@@ -14,6 +14,8 @@ or never (a lookup that failed) changes nothing but when a fact becomes known.
 |                  | not told by an event                         | was found)                   |
 | `NeedLogCheck`   | the first listing shows a CRI container       | `LogChecked`                 |
 |                  | without a task                               |                              |
+| `NeedRelist`     | a listing kept a container NRI announced     | a `Relisted` taken after `at` |
+|                  | and containerd did not show (yet)            |                              |
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 from .containerd_records import ContainerId
 
-__all__ = ["Need", "NeedLocation", "NeedLogCheck", "NeedRecord"]
+__all__ = ["Need", "NeedLocation", "NeedLogCheck", "NeedRecord", "NeedRelist"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,4 +56,19 @@ class NeedLogCheck:
     log_path: str
 
 
-Need = NeedRecord | NeedLocation | NeedLogCheck
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NeedRelist:
+    """A listing taken at `at` or later (the shell's monotonic clock, as `Relisted.mono`).
+
+    A listing kept a container that NRI announced and containerd did not show: it may not
+    exist *yet* (NRI tells before containerd creates), so it is kept for the start grace
+    after it was told. Only a listing after that tells whether it ever came, and nothing else
+    would: a containerd SIGKILLed between NRI's CreateContainer and its own creation never
+    makes the container, never publishes its end, and NRI's RemoveContainer never comes.
+    Without this, such a container stayed `created` until the next periodic relist.
+    """
+
+    at: float
+
+
+Need = NeedRecord | NeedLocation | NeedLogCheck | NeedRelist

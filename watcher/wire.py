@@ -7,6 +7,12 @@ rewritten with the `PathMap` given. What may leave the process is `watcher.discl
 rule, applied here to every map encoded: annotations only on the allow-list, no
 credential-like key ever.
 
+Maps of names — labels, annotations — are written in sorted key order, so the same state is
+the same bytes in every run: their order in a record is whatever containerd's protobuf maps
+(or NRI's) gave, which varies from run to run. Sorted here, where they leave, rather than in
+`decode`: one place covers every source of records, and in-process code, which compares maps
+as maps, pays nothing. The objects' own fields keep the contract's order.
+
 Decoding is the inverse on what encoding wrote: the records it makes hold only what was
 sent (annotations the sender's rule let through, paths as the sender mapped them).
 Something that is not what the contract says raises `WireError`: the other end is not the
@@ -87,12 +93,18 @@ def mapped(path: str | None, path_map: PathMap) -> str | None:
     return None if path is None else path_map.map(path)
 
 
+def _sorted(values: Mapping[str, str]) -> JSON:
+    """A map of names as JSON: in sorted key order (see the module's doc)."""
+    return dict(sorted(values.items()))
+
+
 def workspace_json(
     ws: Workspace, path_map: PathMap | None = None, disclosure: Disclosure = DEFAULT
 ) -> JSON:
     """The workspace object, its fields in the order of the README's contract.
 
-    Annotations are those `disclosure` allows; labels lose credential-like keys.
+    Annotations are those `disclosure` allows; labels lose credential-like keys. Both in
+    sorted key order.
     """
     pm = path_map or PathMap()
     return {
@@ -105,7 +117,7 @@ def workspace_json(
         "sandbox_id": ws.sandbox_id,
         "container_id": ws.container_id,
         "image": ws.image,
-        "pod_labels": dict(without_credentials(ws.pod_labels)),
+        "pod_labels": _sorted(without_credentials(ws.pod_labels)),
         "pid": ws.pid,
         "upperdir": mapped(ws.upperdir, pm),
         "cgroup_path": ws.cgroup_path,
@@ -119,8 +131,8 @@ def workspace_json(
         "image_ref": ws.image_ref,
         "log_path": ws.log_path,
         "mounts": [_mount_json(m, pm) for m in ws.mounts],
-        "pod_annotations": dict(disclosure.annotations(ws.pod_annotations)),
-        "container_annotations": dict(disclosure.annotations(ws.container_annotations)),
+        "pod_annotations": _sorted(disclosure.annotations(ws.pod_annotations)),
+        "container_annotations": _sorted(disclosure.annotations(ws.container_annotations)),
         "started_at": ws.started_at,
         "exited_at": ws.exited_at,
         "scheme": ws.scheme,
@@ -163,7 +175,7 @@ def inspect_json(
     """`inspect`'s object: the workspace fields, then `task_info` and `image_info` (or null).
 
     The image's annotations and labels come from its manifest and config (public wherever the
-    image is pulled from), less any credential-like key.
+    image is pulled from), less any credential-like key; in sorted key order.
     """
     out = workspace_json(ws, path_map, disclosure)
     out["task_info"] = (
@@ -185,8 +197,8 @@ def inspect_json(
             "id": image.id,
             "media_type": image.media_type,
             "size": image.size,
-            "annotations": dict(without_credentials(image.annotations)),
-            "labels": dict(without_credentials(image.labels)),
+            "annotations": _sorted(without_credentials(image.annotations)),
+            "labels": _sorted(without_credentials(image.labels)),
             "created_at": image.created_at,
         }
     )

@@ -2,7 +2,9 @@
 
 NRI tells a workspace before containerd holds it: the watcher publishes `created` (and
 `starting`) from NRI alone, then `running` from the stream, each once; a container whose
-creation NRI announced and then withdrew is `created`, then `removed`. Against real
+creation NRI announced and then withdrew is `created`, then `removed`; one NRI announced and
+containerd never made (killed in between: no withdrawal comes) is `removed` by a listing the
+index asks for once its start grace is over, with safety relists off. Against real
 containerd 1.7 and 2.1 with NRI on: `tests/integration/test_nri.py`.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 import trio.testing
@@ -28,14 +31,15 @@ PATIENCE = 10.0
 
 @asynccontextmanager
 async def nri_watcher(
-    fake: FakeContainerd, sockdir: str
+    fake: FakeContainerd, sockdir: str, **overrides: Any
 ) -> AsyncIterator[tuple[Watcher, FakeRuntimeConnection, list[Change]]]:
-    """A watcher on `fake` with NRI from a fake runtime, registered; its changes collected."""
+    """A watcher on `fake` with NRI from a fake runtime, registered; its changes collected.
+    No safety relists (`overrides` may set other settings)."""
     path = os.path.join(sockdir, "nri.sock")
     nri = NriSettings(socket=path, backoff_initial=0.01, backoff_max=0.1)
     seen: list[Change] = []
     async with open_fake_nri_runtime(path) as runtime:
-        settings = Settings(address=fake.address, relist_interval=0, nri=nri)
+        settings = Settings(address=fake.address, relist_interval=0, nri=nri, **overrides)
         async with open_watcher(settings=settings) as w, trio.open_nursery() as nursery:
             with w.changes() as stream:
 
@@ -160,3 +164,31 @@ async def test_nri_synchronize_and_the_stream_agree_on_a_running_workspace(
         await trio.testing.wait_all_tasks_blocked()
         assert w.workspaces()["inst-c"] == before  # type: ignore[index]
         assert kinds(seen, container.id) == []  # the initial sync published nothing new
+
+
+async def test_a_creation_containerd_never_made_is_removed_after_the_start_grace(
+    fake: FakeContainerd, sockdir: str
+) -> None:
+    """containerd lost between NRI's CreateContainer and its own creation: no event, no
+    withdrawal will ever tell. The resync's listing keeps the container (it may still come),
+    and asks for a listing after its start grace, which drops it: no safety relists here."""
+    grace = 0.5
+    async with nri_watcher(fake, sockdir, start_grace=grace) as (w, conn, seen):
+        uid, _, _ = pod_ids("ws-d")
+        fake.add_pod("ws-d", uid=uid, labels=mk2_labels("inst-d", "ws-inst-d", "o"),
+                     containers=())  # fmt: skip  # the sandbox only: containerd has it
+        pod, container = pod_and_container("ws-d", "inst-d")
+        await conn.call(
+            "CreateContainer", api_pb2.CreateContainerRequest(pod=pod, container=container)
+        )
+        with trio.fail_after(PATIENCE):
+            await w.wait_until(lambda: w.workspaces().get("inst-d"))  # type: ignore[call-overload]
+        fake.drop_streams()  # the watcher resyncs: its listing does not show the container
+        with trio.fail_after(PATIENCE):
+            await w.wait_ready(False)
+            await w.wait_ready()
+        assert w.workspaces().get("inst-d") is not None  # type: ignore[call-overload]
+        with trio.fail_after(PATIENCE + grace):
+            await w.wait_for_container_stop("inst-d")
+        await trio.testing.wait_all_tasks_blocked()
+        assert kinds(seen, container.id) == [ChangeKind.CREATED, ChangeKind.REMOVED]

@@ -33,6 +33,7 @@ from watcher.inputs import (
     TaskExited,
     TaskStarted,
 )
+from watcher.needs import NeedRelist
 from watcher.published import ChangeKind, WorkspaceChange
 from watcher.testing.labels import mk2_labels
 
@@ -163,11 +164,15 @@ def test_a_container_nri_told_is_kept_by_a_listing_for_the_start_grace_only() ->
     assert isinstance(announce, ContainerAnnounced)
     changes = index.apply(replace(announce, mono=50.0))
     assert [c.kind for c in changes] == [ChangeKind.CREATED]
+    index.take_needs()
     soon = Relisted(ts=2.0, containers=(sandbox.container,), tasks=(), mono=55.0)
     assert index.apply(soon) == []  # not created by containerd yet: kept
+    # and only a listing after the grace can tell: the index asks for one then
+    assert NeedRelist(at=60.0) in index.take_needs()
     late = Relisted(ts=3.0, containers=(sandbox.container,), tasks=(), mono=61.0)
     assert [c.kind for c in index.apply(late)] == [ChangeKind.REMOVED]
     assert index.containers() == {}
+    assert not [n for n in index.take_needs() if isinstance(n, NeedRelist)]
 
 
 def test_containerd_record_wins_over_nri_told_after_it() -> None:

@@ -18,7 +18,7 @@ from watcher.changes import ChangeHub
 from watcher.containerd_records import ContainerId
 from watcher.published import ChangeKind, InstanceId, Workspace, WorkspaceChange
 from watcher.service.fanout import Fanout
-from watcher.service.feed import Feed
+from watcher.service.feed import Cause, Feed
 from watcher.wire import change_json, dumps
 
 
@@ -77,6 +77,7 @@ async def test_a_follower_that_does_not_read_holds_up_nothing_and_is_told_it_fel
             (marker,) = parsed(lines)
             assert marker["event"] == "resync_required" and marker["seq"] == 10 == cursor
             assert marker["since"] == 0
+            assert pump.feed.resyncs[Cause.BEHIND] == 1  # what the service's metrics read
             # and from there it is served as any other
             hub.publish(change(11))
             step = await pump.next(cursor)
@@ -123,6 +124,7 @@ async def test_a_pump_that_lagged_leaves_a_gap_that_every_follower_is_told_of() 
             step = await pump.next(0)
             assert step is not None
             assert parsed(step[1])[0]["event"] == "resync_required"
+            assert pump.feed.resyncs[Cause.GAP] == 1
             # the state starts again from the watcher's (plus what came after the gap)
             assert next(c.workspace.instance_id for c in pump.feed.state()) == "inst-9"
             nursery.cancel_scope.cancel()

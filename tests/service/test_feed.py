@@ -1,4 +1,5 @@
-"""The resumable feed, without I/O: numbers, resuming, overflow, gaps, the state it adds up to.
+"""The resumable feed, without I/O: numbers, resuming, overflow, gaps, the state it adds up to,
+and the `resync_required` lines it made, by cause (the service's metrics read them).
 
 Pure (`watcher.service.feed` has no trio, no clock): no containerd, no root.
 """
@@ -21,7 +22,7 @@ from watcher.published import (
     WorkspaceChange,
     WorkspaceState,
 )
-from watcher.service.feed import Behind, Feed
+from watcher.service.feed import Behind, Cause, Feed
 from watcher.wire import change_json, dumps
 
 NOW = 1_800_000_000.0
@@ -101,8 +102,12 @@ def test_history_overflows_oldest_first_and_a_follower_behind_it_is_told() -> No
     got = f.after(2, limit=10)
     assert not isinstance(got, Behind)
     assert [e.seq for e in got] == [3, 4, 5]
-    # after 1: 2 is gone
-    assert isinstance(f.after(1, limit=10), Behind)
+    # after 1: 2 is gone; a follower that was connected fell behind
+    behind = f.after(1, limit=10)
+    assert isinstance(behind, Behind) and behind.cause is Cause.BEHIND
+    assert f.resyncs[Cause.BEHIND] == 0  # counted when its line is made, not when asked
+    f.resync(behind, since=1, initial=False, now=NOW)
+    # one that comes back with since=1 finds it expired
     cursor, first = f.start(since=1, epoch=None, initial=False, now=NOW)
     (marker,) = lines(first)
     assert cursor == 5
@@ -113,24 +118,27 @@ def test_history_overflows_oldest_first_and_a_follower_behind_it_is_told() -> No
         "since": 1,
         "reason": "the changes after seq 1 are no longer held",
     }
+    assert f.resyncs == {**dict.fromkeys(Cause, 0), Cause.BEHIND: 1, Cause.EXPIRED: 1}
 
 
 @pytest.mark.parametrize(
-    ("since", "epoch", "reason"),
+    ("since", "epoch", "reason", "cause"),
     [
-        (2, "another-epoch", "the server restarted (a new feed)"),
-        (9, "epoch-1", "seq 9 is ahead of this feed"),
-        (9, None, "seq 9 is ahead of this feed"),
+        (2, "another-epoch", "the server restarted (a new feed)", Cause.RESTARTED),
+        (9, "epoch-1", "seq 9 is ahead of this feed", Cause.AHEAD),
+        (9, None, "seq 9 is ahead of this feed", Cause.AHEAD),
     ],
 )
 def test_numbers_of_another_feed_are_never_taken_for_this_ones(
-    since: int, epoch: str | None, reason: str
+    since: int, epoch: str | None, reason: str, cause: Cause
 ) -> None:
     f = feed()
     for n in range(1, 4):
         f.append(step(ChangeKind.CREATED, n))
     resumed = f.resume(since, epoch)
-    assert resumed == Behind(head=3, reason=reason)
+    assert resumed == Behind(head=3, reason=reason, cause=cause)
+    f.start(since=since, epoch=epoch, initial=False, now=NOW)
+    assert f.resyncs[cause] == 1 and sum(f.resyncs.values()) == 1
 
 
 def test_a_fresh_follower_starts_at_the_head_with_a_synced_line() -> None:
@@ -184,8 +192,11 @@ def test_a_gap_can_be_stepped_over_by_nobody_not_even_a_follower_up_to_date() ->
     up_to_date = f.head
     f.lose([step(ChangeKind.RUNNING, 7)])
     assert f.head == up_to_date + 1  # the lost changes have a number of their own
-    assert isinstance(f.after(up_to_date, limit=10), Behind)
-    assert isinstance(f.after(0, limit=10), Behind)
+    for cursor in (up_to_date, 0):
+        behind = f.after(cursor, limit=10)
+        assert isinstance(behind, Behind) and behind.cause is Cause.GAP
+    resumed = f.resume(up_to_date, "epoch-1")  # a follower coming back: the gap, too
+    assert isinstance(resumed, Behind) and resumed.cause is Cause.GAP
     # from the gap on, the feed goes on as before
     assert f.after(f.head, limit=10) == []
     entry = f.append(step(ChangeKind.RUNNING, 8))

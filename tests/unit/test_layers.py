@@ -2,8 +2,9 @@
 
 * every module of the package is in the core or in the shell;
 * the core (the records, needs, labels, the index and its rooms, cgroups, the mount table,
-  path maps, procfs, corrections, disclosure, settings, errors) does no I/O framework: no
-  trio, no grpc, no protobuf, no prometheus_client; and it imports nothing of the shell;
+  path maps, procfs, corrections, disclosure, settings, errors, durations, and the JSON
+  contract `wire`) does no I/O framework: no trio, no grpc, no protobuf, no
+  prometheus_client; and it imports nothing of the shell;
 * the records sit at the bottom, by who makes and reads them: CRI's vocabulary and
   containerd's records import nothing of the package but errors; the index's inputs and what
   it publishes import containerd's records only;
@@ -39,10 +40,13 @@ RECORDS = ("cri", "containerd_records", "inputs", "published")
 CORE = (
     *RECORDS, "needs", "labels", "index", *INDEX_ROOMS, "cgroups", "mountinfo", "pathmap",
     "procfs", "corrections", "errors", "disclosure", "settings", "durations",
+    # records ↔ JSON: pure, of the core's records and disclosure only; the CLI, the service
+    # and the remote client (the shell) all speak it
+    "wire",
 )  # fmt: skip
 SHELL = (
     "client", "decode", "resolve", "loop", "watcher", "changes", "cli", "testing", "_nursery",
-    "metrics", "service", "remote", "wire", "nri", "nri_source",
+    "metrics", "service", "remote", "nri", "nri_source",
 )  # fmt: skip
 
 

@@ -10,13 +10,14 @@ import pytest
 import trio
 import trio.testing
 from prometheus_client import REGISTRY
+from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from record_builders import workspace
 
 from watcher import metrics as metrics_module
 from watcher.changes import ChangeHub, Lagged
-from watcher.metrics import Histogram, Metrics, Readings, render
+from watcher.metrics import Histogram, Metrics, Readings, gauge, render
 from watcher.published import ChangeKind, Disconnected, Synced, WorkspaceChange
 from watcher.watcher import Settings, Watcher
 
@@ -225,6 +226,25 @@ def test_the_facade_reads_its_own_state() -> None:
     assert value(w.metrics, "ws_watcher_followers") == 0
     assert value(w.metrics, "ws_watcher_ready") == 0
     assert value(w.metrics, "ws_watcher_workspaces", state="running") == 0
+
+
+class _Constant:
+    """A collector of one gauge, as a program that serves the watcher adds its own."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def collect(self) -> list[Metric]:
+        return [gauge(self.name, "A test's own gauge.", 1)]
+
+
+def test_collectors_included_are_scraped_with_the_watchers_own() -> None:
+    metrics = Metrics()
+    metrics.include(_Constant("early"))  # before the registry is made (no scrape yet)
+    assert value(metrics, "ws_watcher_early") == 1
+    metrics.include(_Constant("late"))  # after
+    assert value(metrics, "ws_watcher_late") == 1
+    assert value(metrics, "ws_watcher_early") == 1
 
 
 def test_openmetrics_when_the_scraper_asks() -> None:

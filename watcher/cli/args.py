@@ -287,6 +287,18 @@ def _add_logging(parser: argparse.ArgumentParser, env: Mapping[str, str], *, top
     )
 
 
+def _add_relist_interval(parser: argparse.ArgumentParser) -> None:
+    """`--relist-interval`, of the commands that keep a watcher running (`watch`, `serve`)."""
+    parser.add_argument(
+        "--relist-interval",
+        metavar="DURATION",
+        type=_seconds("the interval", zero=True),
+        default=settings.RELIST_INTERVAL,
+        help="relist containerd this often to catch missed events: seconds or a duration "
+        "(5m); 0 turns it off (default: %(default)gs)",
+    )
+
+
 def _add_output(parser: argparse.ArgumentParser, command: Command, default: Format) -> None:
     choices = OUTPUTS[command]
     parser.add_argument(
@@ -316,9 +328,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         prog=PROG,
         usage=f"{PROG} [options] COMMAND [command options]",
         description="Watch the Kubernetes workspace pods on this node, through containerd.",
-        epilog="Exit status: 0 done (also `watch` ended by Ctrl-C or SIGTERM), 1 timed out or "
-        "not found, 2 a usage error, 130 interrupted by Ctrl-C (143 by SIGTERM). Durations: "
-        "seconds, or such as 90s, 2m, 1h30m, 500ms.",
+        epilog="Exit status: 0 done (also `watch` and `serve` ended by Ctrl-C or SIGTERM), 1 "
+        "timed out or not found, 2 a usage error, 130 interrupted by Ctrl-C (143 by SIGTERM). "
+        "Durations: seconds, or such as 90s, 2m, 1h30m, 500ms.",
     )
     parser.add_argument(
         "--version", action="version", version=f"{PROG} {version()}", help="print the version"
@@ -352,14 +364,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         action="store_true",
         help="first print the workspaces already there (as running or exited)",
     )
-    watch.add_argument(
-        "--relist-interval",
-        metavar="DURATION",
-        type=_seconds("the interval", zero=True),
-        default=settings.RELIST_INTERVAL,
-        help="relist containerd this often to catch missed events: seconds or a duration "
-        "(5m); 0 turns it off (default: %(default)gs)",
-    )
+    _add_relist_interval(watch)
     for name, help, usage in (
         (
             Command.WAIT,
@@ -503,14 +508,7 @@ def _add_serve(command: Callable[..., argparse.ArgumentParser]) -> None:
         help="serve only /healthz, /readyz and /metrics on TCP here (for probes and "
         "Prometheus: no workspace data)",
     )
-    serve.add_argument(
-        "--relist-interval",
-        metavar="DURATION",
-        type=_seconds("the interval", zero=True),
-        default=settings.RELIST_INTERVAL,
-        help="relist containerd this often to catch missed events; 0 turns it off "
-        "(default: %(default)gs)",
-    )
+    _add_relist_interval(serve)
     _add_nri(serve)
     serve.epilog = (
         "The API: GET /v1/workspaces, /v1/workspaces/ID, /v1/workspaces/ID/wait?for=running|"

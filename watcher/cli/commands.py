@@ -34,6 +34,7 @@ __all__ = [
     "EXIT_UNKNOWN",
     "inspect",
     "ls",
+    "printed",
     "settings_of",
     "wait",
     "wait_stop",
@@ -146,7 +147,7 @@ async def wait(opts: Options, write: Write | None = None) -> int:
     with trio.move_on_after(opts.timeout):
         async with open_watcher(settings=settings_of(opts)) as w:
             ws = await w.wait_for_container(opts.instance_id)
-        await write(_workspaces([ws], opts, array=False))
+        await write(printed([ws], opts, array=False))
         return EXIT_OK
     _timed_out(opts, "to run")
     return EXIT_TIMEOUT
@@ -170,7 +171,7 @@ def _timed_out(opts: Options, what: str) -> None:
     )
 
 
-def _workspaces(
+def printed(
     found: Sequence[Workspace],
     opts: Options,
     *,
@@ -178,7 +179,8 @@ def _workspaces(
     as_json: Callable[[Workspace], output.JSON] | None = None,
 ) -> list[str]:
     """`found` printed as `-o` says; JSON and YAML objects are `as_json`'s (by default the
-    workspace object)."""
+    workspace object, with `opts`' path map and disclosure rule). `--server`'s commands
+    print with this too, with their own `as_json`."""
     return output.render(
         found,
         opts.output,
@@ -193,7 +195,7 @@ async def ls(opts: Options, write: Write | None = None) -> int:
     write = write or LineWriter().write
     async with open_watcher(settings=settings_of(opts)) as w:
         found = sorted(w.workspaces().values(), key=lambda ws: (ws.instance_id, ws.container_id))
-    await write(_workspaces(found, opts, array=True))
+    await write(printed(found, opts, array=True))
     return EXIT_OK
 
 
@@ -224,5 +226,5 @@ async def inspect(opts: Options, write: Write | None = None) -> int:
     def as_json(ws: Workspace) -> output.JSON:
         return output.inspect_json(ws, task, image, opts.path_map, opts.disclosure)
 
-    await write(_workspaces([ws], opts, array=False, as_json=as_json))
+    await write(printed([ws], opts, array=False, as_json=as_json))
     return EXIT_OK

@@ -1,10 +1,13 @@
-"""What the CLI prints: the JSON contract of `watch`, `wait`, `ls` and `inspect`, their other
-forms (`-o yaml|wide|name`, `watch -o text`), the `ls` table and the demo's human-readable lines.
+"""What the CLI prints besides JSON: the other forms of `watch`, `wait`, `ls` and `inspect`
+(`-o yaml|wide|name`, `watch -o text`), the `ls` table and the demo's human-readable lines.
 
-Pure functions from records to strings and JSON-ready dicts: no I/O, no clock (the caller
-passes `now`), no trio. Host paths (`upperdir`, `rootfs`, bind mount sources) are rewritten
-with the `PathMap` given. What may leave the process is `watcher.disclosure`'s rule, applied
-here to every map printed: annotations only on the allow-list, no credential-like key ever.
+The JSON itself — field names and order, path maps, what the disclosure rule lets out — is
+`watcher.wire`'s, the contract shared with the service's API and its client; it is
+re-exported here for the commands. YAML is that JSON as a document; the tables, names and
+text lines show ids, names, the PID and paths (mapped as the JSON maps them), never a label
+or annotation map, so nothing the disclosure rule holds back.
+
+Pure functions from records to strings: no I/O, no clock (the caller passes `now`), no trio.
 """
 
 from __future__ import annotations

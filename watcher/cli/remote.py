@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
-from collections.abc import Callable, Sequence
 from functools import partial
 
 from watcher.disclosure import Disclosure
@@ -23,7 +21,7 @@ from watcher.remote import ResyncRequired, WaitTimedOut, connect
 
 from . import output
 from .args import Command, Options
-from .commands import EXIT_OK, EXIT_TIMEOUT, EXIT_UNKNOWN, Write, interruptible
+from .commands import EXIT_OK, EXIT_TIMEOUT, EXIT_UNKNOWN, Write, interruptible, printed
 from .signals import cancelled_on_signal
 from .writer import LineWriter
 
@@ -50,20 +48,9 @@ async def run(opts: Options) -> int:
     return await interruptible(partial(command, opts))
 
 
-def _render(
-    found: Sequence[Workspace],
-    opts: Options,
-    *,
-    array: bool,
-    as_json: Callable[[Workspace], output.JSON] | None = None,
-) -> list[str]:
-    return output.render(
-        found,
-        opts.output,
-        now=time.time(),
-        as_json=as_json or (lambda ws: output.workspace_json(ws, None, AS_SENT)),
-        array=array,
-    )
+def _as_sent(ws: Workspace) -> output.JSON:
+    """The workspace object as the service sent it (its path map and rule applied)."""
+    return output.workspace_json(ws, None, AS_SENT)
 
 
 async def wait(opts: Options, write: Write | None = None) -> int:
@@ -75,7 +62,7 @@ async def wait(opts: Options, write: Write | None = None) -> int:
         except WaitTimedOut as exc:
             print(f"ws-watcher: {exc}", file=sys.stderr)
             return EXIT_TIMEOUT
-    await write(_render([ws], opts, array=False))
+    await write(printed([ws], opts, array=False, as_json=_as_sent))
     return EXIT_OK
 
 
@@ -95,7 +82,7 @@ async def ls(opts: Options, write: Write | None = None) -> int:
     assert opts.server is not None
     async with connect(opts.server) as service:
         found = list((await service.workspaces()).values())
-    await write(_render(found, opts, array=True))
+    await write(printed(found, opts, array=True, as_json=_as_sent))
     return EXIT_OK
 
 
@@ -112,7 +99,7 @@ async def inspect(opts: Options, write: Write | None = None) -> int:
     def as_json(ws: Workspace) -> output.JSON:
         return output.inspect_json(ws, got.task, got.image, None, AS_SENT)
 
-    await write(_render([got.workspace], opts, array=False, as_json=as_json))
+    await write(printed([got.workspace], opts, array=False, as_json=as_json))
     return EXIT_OK
 
 

@@ -10,6 +10,8 @@ One concern per module:
 * `asgi` — the little of ASGI the handlers need: a request, JSON answers, a stream, a
   client's disconnect as a cancellation;
 * `api` — the routes and their handlers; `probes` — /healthz, /readyz, /metrics;
+* `metrics` — the service's own metrics (its followers and what they lost, its long polls,
+  its requests), scraped with the watcher's;
 * `listeners` — the unix socket (mode, group, stale sockets) and TCP sockets;
 * `server` — runs the watcher, the feed and hypercorn's trio worker over those sockets.
 

@@ -3,7 +3,8 @@ answered from the one watcher of the process (see `protocol` for the contract).
 
 Synopsis::
 
-    app = Api(watcher, fanout, path_map=settings.path_map, disclosure=disclosure)
+    metrics = ServiceMetrics(fanout.feed)
+    app = Api(watcher, fanout, metrics, path_map=settings.path_map, disclosure=disclosure)
     await hypercorn.trio.serve(app, config)             # or Api(..., probes_only=True)
 
 The routes are data (`_routes`): a path pattern per handler, `{id}` matching one segment.
@@ -12,7 +13,9 @@ are asked of containerd as the CLI asks them. What leaves is `watcher.wire`'s JS
 `watcher.disclosure`'s rule, exactly as the CLI prints it.
 
 Waits and streams run inside `cancelled_on_disconnect`: a client that goes away cancels its
-wait (`waits` counts those in flight) or ends its stream (`followers`).
+wait (`waits` counts those in flight) or ends its stream (`followers`). Every request is
+counted in `metrics` (`ServiceMetrics`) by its route's pattern and its status, as its answer
+starts (before a client can read it), or as it ends unanswered.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import trio
-import trio_util
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 
 from watcher._nursery import single_errors
@@ -47,6 +49,7 @@ from .asgi import (
     request_of,
 )
 from .fanout import Fanout
+from .metrics import UNROUTED, Outcome, ServiceMetrics
 from .protocol import (
     FEED_HEADER,
     ErrorCode,
@@ -76,6 +79,7 @@ class Api:
         self,
         watcher: Watcher,
         fanout: Fanout,
+        metrics: ServiceMetrics,
         *,
         path_map: PathMap,
         disclosure: Disclosure,
@@ -83,11 +87,13 @@ class Api:
     ) -> None:
         self._watcher = watcher
         self._fanout = fanout
+        self.metrics = metrics
         self._path_map = path_map
         self._disclosure = disclosure
-        #: waits in flight, and streams being served (tests and operators await these)
-        self.waits = trio_util.AsyncValue(0)
-        self.followers = trio_util.AsyncValue(0)
+        #: waits in flight, and streams being served (tests and operators await these; the
+        #: metrics' own, shared by the API and its probes-only listener)
+        self.waits = metrics.waits
+        self.followers = metrics.followers
         self._routes: list[tuple[tuple[str, ...], Handler]] = [
             (("healthz",), self._probe(probes.healthz)),
             (("readyz",), self._probe(probes.readyz)),
@@ -109,22 +115,26 @@ class Api:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
         elif scope["type"] == "http":
-            tracked = _Tracked(send)
+            tracked = _Tracked(send, self.metrics)
             try:
                 request = request_of(scope)
                 with single_errors():  # one error out of the disconnect watcher's nursery
                     await self._dispatch(request, receive, tracked)
             except Exception as exc:  # every error becomes an answer, or a 500 and a log line
                 await self._fail(exc, scope["method"], scope["path"], tracked)
+            finally:
+                if not tracked.started:  # its client left first, or the server stopped
+                    self.metrics.answered(tracked.route, None)
         # websocket: not served; returning without accepting makes hypercorn refuse it
 
     async def _dispatch(
-        self, request: Request, receive: ASGIReceiveCallable, send: ASGISendCallable
+        self, request: Request, receive: ASGIReceiveCallable, send: _Tracked
     ) -> None:
         for pattern, handler in self._routes:
             params = _match(pattern, request.path)
             if params is None:
                 continue
+            send.route = "/" + "/".join(pattern)
             if request.method != "GET":
                 raise Refusal(
                     ErrorCode.METHOD_NOT_ALLOWED,
@@ -224,13 +234,15 @@ class Api:
             raise Refusal(ErrorCode.BAD_REQUEST, "for must be running or gone") from None
         timeout = parse_timeout(request.query.get("timeout"))
         found: Workspace | None = None
-        with _counted(self.waits):
+        with self.metrics.waiting(what) as waiting:
             async with cancelled_on_disconnect(receive) as client:
                 with trio.move_on_after(timeout) as deadline:
                     if what is WaitFor.RUNNING:
                         found = await self._watcher.wait_for_container(instance_id)
                     else:
                         await self._watcher.wait_for_container_stop(instance_id)
+            if not client.gone:
+                waiting.outcome = Outcome.TIMEOUT if deadline.cancelled_caught else Outcome.DONE
         if client.gone:
             return  # nobody left to answer; the wait was cancelled with the block
         if deadline.cancelled_caught:
@@ -257,7 +269,7 @@ class Api:
             since=since, epoch=request.query.get("feed") or None, initial=initial, now=time.time()
         )
         stream = LineStream(send)
-        with _counted(self.followers):
+        with self.metrics.following():
             async with cancelled_on_disconnect(receive):
                 await stream.open([(FEED_HEADER.encode(), feed.epoch.encode())])
                 await stream.write(first)
@@ -270,15 +282,19 @@ class Api:
 
 
 class _Tracked:
-    """The ASGI `send`, noting whether the response has started (then no error answer)."""
+    """The ASGI `send`, noting whether the response has started (then no error answer), and
+    counting the request by its route (set by the dispatch) and status as the answer starts."""
 
-    def __init__(self, send: ASGISendCallable) -> None:
+    def __init__(self, send: ASGISendCallable, metrics: ServiceMetrics) -> None:
         self._send = send
+        self._metrics = metrics
         self.started = False
+        self.route = UNROUTED
 
     async def __call__(self, message: ASGISendEvent) -> None:
         if message["type"] == "http.response.start":
             self.started = True
+            self._metrics.answered(self.route, message["status"])
         await self._send(message)
 
 
@@ -300,15 +316,6 @@ def _only_params(request: Request, *known: str) -> None:
     if unknown:
         takes = f"it takes {', '.join(known)}" if known else "it takes none"
         raise Refusal(ErrorCode.BAD_REQUEST, f"unknown query parameter {unknown[0]!r} ({takes})")
-
-
-@contextlib.contextmanager
-def _counted(value: trio_util.AsyncValue) -> Iterator[None]:
-    value.value += 1
-    try:
-        yield
-    finally:
-        value.value -= 1
 
 
 async def _lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:

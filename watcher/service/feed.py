@@ -18,6 +18,9 @@ A gap (`lose`): changes that never reached the feed (its own subscription to the
 lagged) take one sequence number of their own and empty the history, so every follower,
 even one that was up to date, is told to re-list rather than step over them.
 
+Every `resync_required` line the feed makes is counted by its cause (`resyncs`): what the
+service's followers lost, for its metrics.
+
 Rules: pure (no I/O, no clock: `now` is passed in, no trio); `seq` grows by one per change
 and never repeats within a feed; a feed is named by its `epoch`, new per server process, so
 numbers of another feed are never taken for this one's.
@@ -25,6 +28,7 @@ numbers of another feed are never taken for this one's.
 
 from __future__ import annotations
 
+import enum
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -36,7 +40,7 @@ from watcher.wire import JSON, dumps
 
 from .protocol import RESYNC_REQUIRED, SEQ
 
-__all__ = ["Behind", "Encode", "Entry", "Feed", "line"]
+__all__ = ["Behind", "Cause", "Encode", "Entry", "Feed", "line"]
 
 #: a change as a line of the stream: `encode(change, seq)` (`seq` None: a line of the
 #: initial state, which is not a change of the feed)
@@ -57,6 +61,22 @@ class Entry:
     line: bytes
 
 
+class Cause(enum.Enum):
+    """Why a follower cannot resume exactly (the `cause` of `ws_watcher_api_resyncs_total`)."""
+
+    #: it read slower than the feed grew, by more than the history, while connected
+    BEHIND = "behind"
+    #: it came back (`since=N`) after the changes it missed had left the history
+    EXPIRED = "expired"
+    #: the feed itself missed changes after its number (`Feed.lose`)
+    GAP = "gap"
+    #: its number is of another feed: the server restarted
+    RESTARTED = "restarted"
+    #: its number is ahead of this feed's newest (a client's mistake, or a restart it did
+    #: not name the feed for)
+    AHEAD = "ahead"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Behind:
     """A follower cannot resume exactly: what it needs is no longer (or never was) here."""
@@ -64,6 +84,7 @@ class Behind:
     #: where it goes on from
     head: int
     reason: str
+    cause: Cause
 
 
 class Feed:
@@ -76,6 +97,10 @@ class Feed:
         self._encode = encode
         self._entries: deque[Entry] = deque(maxlen=history)
         self._head = 0
+        #: the `seq` of the newest gap (`lose`; 0: none)
+        self._gap = 0
+        #: `resync_required` lines made, by cause (every cause there from the start, at 0)
+        self.resyncs: dict[Cause, int] = dict.fromkeys(Cause, 0)
         #: the newest change of each container not removed, in order of first appearance:
         #: the state at `head`, what a fresh follower with `initial` is sent first
         self._state: dict[ContainerId, WorkspaceChange] = {}
@@ -106,6 +131,7 @@ class Feed:
         """Changes were lost before they reached the feed: a gap of one `seq` that no
         follower can step over. `state`: the watcher's state now, to start again from."""
         self._head += 1
+        self._gap = self._head
         self._entries.clear()
         self._state = {c.workspace.container_id: c for c in state}
 
@@ -120,24 +146,33 @@ class Feed:
     def resume(self, since: int, epoch: str | None) -> int | Behind:
         """The cursor of a follower resuming after `since` of feed `epoch` (None: ours)."""
         if epoch is not None and epoch != self.epoch:
-            return Behind(head=self._head, reason="the server restarted (a new feed)")
-        if since > self._head:
-            return Behind(head=self._head, reason=f"seq {since} is ahead of this feed")
-        if since < self.oldest - 1:
             return Behind(
-                head=self._head, reason=f"the changes after seq {since} are no longer held"
+                head=self._head, reason="the server restarted (a new feed)", cause=Cause.RESTARTED
             )
+        if since > self._head:
+            return Behind(
+                head=self._head, reason=f"seq {since} is ahead of this feed", cause=Cause.AHEAD
+            )
+        if since < self.oldest - 1:
+            return self._not_held(since, Cause.EXPIRED)
         return since
 
     def after(self, cursor: int, limit: int) -> list[Entry] | Behind:
         """Up to `limit` entries after `cursor`, oldest first ([] when there are none yet);
         `Behind` when some are no longer held."""
         if cursor < self.oldest - 1:
-            return Behind(
-                head=self._head, reason=f"the changes after seq {cursor} are no longer held"
-            )
+            return self._not_held(cursor, Cause.BEHIND)
         start = cursor - self.oldest + 1
         return list(itertools.islice(self._entries, start, start + limit))
+
+    def _not_held(self, cursor: int, cause: Cause) -> Behind:
+        """Behind: the changes after `cursor` are gone, from the history (`cause`) or by a
+        gap after it (which alone would have sent any follower to re-list)."""
+        return Behind(
+            head=self._head,
+            reason=f"the changes after seq {cursor} are no longer held",
+            cause=Cause.GAP if cursor < self._gap else cause,
+        )
 
     # --- the lines that open a stream ------------------------------------------------------
 
@@ -173,7 +208,8 @@ class Feed:
         self, behind: Behind, *, since: int | None, initial: bool, now: float
     ) -> list[bytes]:
         """The `resync_required` line for a follower that cannot resume, and with `initial`
-        what it needs to rebuild its state."""
+        what it needs to rebuild its state. Counted in `resyncs`."""
+        self.resyncs[behind.cause] += 1
         marker: JSON = {
             SEQ: behind.head,
             "event": RESYNC_REQUIRED,

@@ -89,8 +89,6 @@ class ErrorCode(enum.Enum):
     CONTAINERD_ERROR = "containerd_error"
     #: `/readyz`: not connected to containerd, or not synced yet
     NOT_READY = "not_ready"
-    #: `/metrics` without a metrics registry to serve
-    NOT_IMPLEMENTED = "not_implemented"
     #: a bug of ours (logged with its traceback)
     INTERNAL = "internal"
 
@@ -108,7 +106,6 @@ STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.CONTAINERD_ERROR: 502,
     ErrorCode.NOT_READY: 503,
-    ErrorCode.NOT_IMPLEMENTED: 501,
     ErrorCode.INTERNAL: 500,
 }
 

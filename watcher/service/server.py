@@ -42,6 +42,7 @@ from .api import Api
 from .fanout import Fanout
 from .feed import Encode, line
 from .listeners import Listener, Listeners, bound, cut_connections
+from .metrics import ServiceMetrics
 from .protocol import SEQ
 
 __all__ = ["Serving", "serve_node"]
@@ -95,7 +96,9 @@ async def serve_node(
                 batch=service.feed_batch,
                 encode=_encoder(path_map, service.disclosure),
             )
-            api = Api(watcher, fanout, path_map=path_map, disclosure=service.disclosure)
+            metrics = ServiceMetrics(fanout.feed)
+            watcher.metrics.include(metrics.collector())
+            api = Api(watcher, fanout, metrics, path_map=path_map, disclosure=service.disclosure)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(fanout.run)
                 await nursery.start(watcher.serve)
@@ -103,8 +106,8 @@ async def serve_node(
                 await nursery.start(_http, api, listeners.api)
                 if listeners.metrics:
                     probes = Api(
-                        watcher, fanout, path_map=path_map, disclosure=service.disclosure,
-                        probes_only=True,
+                        watcher, fanout, metrics, path_map=path_map,
+                        disclosure=service.disclosure, probes_only=True,
                     )  # fmt: skip
                     await nursery.start(_http, probes, listeners.metrics)
                 tcp = listeners.api[1:]
