@@ -42,8 +42,10 @@ from typing import Any
 
 import grpc
 
+from watcher.settings import MAX_MESSAGE_BYTES  # as the client allows
+
 NAMESPACE_METADATA = "containerd-namespace"
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
 #: each live stream (Subscribe) holds one worker for its life
 MAX_WORKERS = 64
 #: a deadline further away than this is "none" (grpc reports no deadline as a huge one)

@@ -55,14 +55,16 @@ from .errors import (
     UsageError,
 )
 from .inputs import Envelope
-from .settings import ADDRESS, CALL_TIMEOUT, NAMESPACE, check_namespace, check_seconds
+from .settings import (
+    ADDRESS,
+    CALL_TIMEOUT,
+    MAX_MESSAGE_BYTES,
+    NAMESPACE,
+    STREAM_BUFFER,
+    check_namespace,
+    check_seconds,
+)
 
-#: containerd accepts 16 MiB messages; grpc-python receives 4 MiB by default, which one
-#: Containers.List on a node with thousands of containers exceeds.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-#: stream items buffered between the pump thread and the consumer; the thread then waits,
-#: so a slow consumer slows the stream down instead of losing events
-STREAM_BUFFER = 1024
 NAMESPACE_METADATA = "containerd-namespace"
 #: how often a pump thread waiting for room in a full buffer checks whether to give up
 _ROOM_POLL = 0.1

@@ -56,6 +56,7 @@ from .inputs import (
     TaskExited,
     TaskStarted,
 )
+from .settings import SHARED_STRINGS
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,6 @@ def task(pb: task_types_pb2.Process) -> TaskRecord:
     )
 
 
-#: distinct strings kept for sharing; past this the table starts afresh (sharing is an
-#: optimisation: a string decoded twice is merely stored twice)
-SHARED_STRINGS = 65_536
 _shared: dict[str, str] = {}
 
 

@@ -61,7 +61,16 @@ from .needs import Need, NeedLocation, NeedLogCheck, NeedRecord, NeedRelist
 from .nri_source import NRI_TOPIC, inputs_of
 from .published import ChangeKind, Disconnected, Synced, WorkspaceChange
 from .resolve import Resolver, locate
-from .settings import Settings
+from .settings import (
+    GET_TRIES,
+    HEALTH_CHECK_INTERVAL,
+    LOOKUPS,
+    MAX_OUTAGE_CAUSES,
+    MAX_UNKNOWN_TYPES,
+    RELIST_RETRY,
+    SETTLE_RELIST,
+    Settings,
+)
 
 if TYPE_CHECKING:  # the plugin's modules load only when NRI is asked for
     from .nri.plugin import NriPlugin
@@ -69,26 +78,6 @@ if TYPE_CHECKING:  # the plugin's modules load only when NRI is asked for
 __all__ = ["Loop"]
 
 log = logging.getLogger(__name__)
-
-#: a stream this long without events is checked with a Version call: a containerd that is
-#: wedged, or a connection that died silently, is noticed within this time
-HEALTH_CHECK_INTERVAL = 10.0
-#: seconds after a (re)connection to the first safety relist: containerd registers a
-#: subscription only when it serves the call, at a moment the client cannot see, so an event
-#: published just then is in neither the listing nor the stream
-SETTLE_RELIST = 5.0
-#: first and longest wait before a failed relist is tried again
-RELIST_RETRY = (1.0, 60.0)
-#: round trips (Containers.Get, Snapshots.Mounts) in flight for the stream's needs: enough to
-#: overlap a burst of 200 pods, few enough not to add to a busy containerd's queue
-LOOKUPS = 32
-#: tries of a lookup (Containers.Get, Snapshots.Mounts) that fails (not NotFound) before a
-#: relist is asked to find it
-GET_TRIES = 3
-#: distinct causes of one outage warned about; repeated or further ones are debug-logged
-MAX_OUTAGE_CAUSES = 5
-#: distinct unknown event types warned about (once each); more are ignored silently
-MAX_UNKNOWN_TYPES = 100
 
 
 class Loop:

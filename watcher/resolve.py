@@ -38,11 +38,9 @@ from .errors import ConnectError, ContainerdError, NotFound
 from .inputs import Resolved, TaskCreated
 from .needs import NeedLocation
 from .published import Workspace
+from .settings import RESOLVE_CONCURRENCY
 
 log = logging.getLogger(__name__)
-
-#: Snapshots.Mounts calls in flight while resolving the workspaces of a (re)sync
-RESOLVE_CONCURRENCY = 32
 
 
 def upperdir_of(mount_list: Iterable[LayerMount]) -> str | None:

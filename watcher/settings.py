@@ -30,9 +30,15 @@ __all__ = [
     "CLIENT_TIMEOUT",
     "FEED_BATCH",
     "FEED_HISTORY",
+    "GET_TRIES",
+    "HEALTH_CHECK_INTERVAL",
     "LISTEN_HOST",
     "LISTING_TIMEOUT",
+    "LOOKUPS",
     "MAX_ID",
+    "MAX_MESSAGE_BYTES",
+    "MAX_OUTAGE_CAUSES",
+    "MAX_UNKNOWN_TYPES",
     "NAMESPACE",
     "NRI_EVENT_BUFFER",
     "NRI_PLUGIN_INDEX",
@@ -44,12 +50,17 @@ __all__ = [
     "PROC_ROOT",
     "RELIST_GRACE",
     "RELIST_INTERVAL",
+    "RELIST_RETRY",
+    "RESOLVE_CONCURRENCY",
     "SERVER_ENV",
     "SERVICE_BACKLOG",
     "SERVICE_DIR_MODE",
     "SERVICE_SOCKET",
     "SERVICE_SOCKET_MODE",
+    "SETTLE_RELIST",
+    "SHARED_STRINGS",
     "START_GRACE",
+    "STREAM_BUFFER",
     "TOMBSTONES",
     "WAIT_TIMEOUT",
     "Endpoint",
@@ -97,6 +108,40 @@ START_GRACE: Final = 30.0
 #: deleted container ids remembered, so late events for them are ignored: containerd never
 #: reuses an id, and thousands of create/delete cycles must not grow memory without bound
 TOMBSTONES: Final = 10_000
+
+# --- inner workings: tuned, not settings a user gives ---------------------------------------
+
+#: a stream this long without events is checked with a Version call: a containerd that is
+#: wedged, or a connection that died silently, is noticed within this time
+HEALTH_CHECK_INTERVAL = 10.0
+#: seconds after a (re)connection to the first safety relist: containerd registers a
+#: subscription only when it serves the call, at a moment the client cannot see, so an event
+#: published just then is in neither the listing nor the stream
+SETTLE_RELIST = 5.0
+#: first and longest wait before a failed relist is tried again
+RELIST_RETRY = (1.0, 60.0)
+#: round trips (Containers.Get, Snapshots.Mounts) in flight for the stream's needs: enough to
+#: overlap a burst of 200 pods, few enough not to add to a busy containerd's queue
+LOOKUPS = 32
+#: tries of a lookup (Containers.Get, Snapshots.Mounts) that fails (not NotFound) before a
+#: relist is asked to find it
+GET_TRIES = 3
+#: distinct causes of one outage warned about; repeated or further ones are debug-logged
+MAX_OUTAGE_CAUSES = 5
+#: distinct unknown event types warned about (once each); more are ignored silently
+MAX_UNKNOWN_TYPES = 100
+#: Snapshots.Mounts calls in flight while resolving the workspaces of a (re)sync
+RESOLVE_CONCURRENCY = 32
+#: containerd accepts 16 MiB messages; grpc-python receives 4 MiB by default, which one
+#: Containers.List on a node with thousands of containers exceeds.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: stream items buffered between the pump thread and the consumer; the thread then waits,
+#: so a slow consumer slows the stream down instead of losing events
+STREAM_BUFFER = 1024
+#: distinct strings kept for sharing; past this the table starts afresh (sharing is an
+#: optimisation: a string decoded twice is merely stored twice)
+SHARED_STRINGS = 65_536
+
 
 # --- followers and callers ---------------------------------------------------------------------
 
