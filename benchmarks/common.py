@@ -8,8 +8,11 @@ GIL with the thing that drives it:
 
 * ``stamp -- CMD...``   run CMD; print each of its stdout lines as ``T LINE``, T taken by a
   reader thread on arrival (used for ``ctr events`` and ``ws-watcher watch``);
-* ``probe ADDRESS``     an in-process watcher: ``T KIND CONTAINER_ID`` per change, stamped as
-  `changes()` yields it (``T synced N`` after each sync);
+* ``probe ADDRESS [NRI_SOCKET]`` an in-process watcher (with its NRI source on that socket
+  when given): ``T KIND CONTAINER_ID`` per change, stamped as `changes()` yields it
+  (``T synced N`` after each sync, ``T nri-registered N`` after each NRI registration); on
+  SIGTERM, ``T stats gets=N nri_registrations=N nri_delivered=N nri_dropped=N`` (the
+  Containers.Get calls it made, from its metrics), then it exits;
 * ``fake DIR``          a FakeContainerd serving on DIR/fake.sock, driven by stdin commands
   (see `_fake_main`); it answers each with one ``ok ...`` line;
 * ``drive BASE ADDRESS`` the pod driver: makes and removes kubelet-style workspace pods over
@@ -307,15 +310,45 @@ def _stamp_main(argv: list[str]) -> None:
                 proc.kill()
 
 
-def _probe_main(address: str) -> None:
+def _probe_main(address: str, nri_socket: str | None = None) -> None:
+    import signal
+
     import trio
 
     from watcher import open_watcher
     from watcher.published import Synced, WorkspaceChange
+    from watcher.settings import NriSettings, Settings
+
+    nri = None if nri_socket is None else NriSettings(socket=nri_socket)
 
     async def main() -> None:
-        async with open_watcher(address) as w:
+        settings = Settings(address=address, nri=nri)
+        async with open_watcher(settings=settings) as w, trio.open_nursery() as nursery:
             print(f"{now():.6f} synced {len(w.workspaces())}", flush=True)
+
+            async def registrations() -> None:
+                assert w.nri is not None
+                async for count in w.nri.registrations.eventual_values(lambda n: n > 0):
+                    print(f"{now():.6f} nri-registered {count}", flush=True)
+
+            async def stats_on_sigterm() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        gets = w.metrics.lookup_seconds["container"].count
+                        line = f"{now():.6f} stats gets={gets}"
+                        if w.nri is not None:
+                            st = w.nri.stats
+                            line += (
+                                f" nri_registrations={st.registrations}"
+                                f" nri_delivered={st.delivered} nri_dropped={st.dropped}"
+                            )
+                        print(line, flush=True)
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(stats_on_sigterm)
+            if w.nri is not None:
+                nursery.start_soon(registrations)
             with w.changes() as changes:
                 async for change in changes:
                     t = now()
@@ -513,7 +546,7 @@ if __name__ == "__main__":
     if role == "stamp":
         _stamp_main(rest[1:] if rest[:1] == ["--"] else rest)
     elif role == "probe":
-        _probe_main(rest[0])
+        _probe_main(rest[0], rest[1] if len(rest) > 1 else None)
     elif role == "fake":
         _fake_main(rest[0])
     elif role == "drive":

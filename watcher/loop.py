@@ -94,8 +94,11 @@ class Loop:
         self.hub = ChangeHub(settings.change_buffer, self.metrics)
         self.generation = AsyncValue(0)
         self.ready = AsyncValue(False)
+        #: a (re)connection's listing is in flight (`_Session.sync`)
+        self.syncing = AsyncValue(False)
         self.client: Client | None = None
         self.session: _Session | None = None  # while connected to containerd
+        self.nri: NriPlugin | None = None  # the NRI plugin followed (`follow_nri`)
         self._updates = 0  # `index.updates` the waiters were last woken for
         self.corrections = Corrections(settings.relist_grace)
         self.resolver = Resolver(settings.namespace, settings.proc_root)
@@ -202,9 +205,19 @@ class Loop:
     async def follow_nri(self, plugin: NriPlugin) -> None:
         """Apply what NRI tells (`watcher.nri_source`) beside the event stream, until
         cancelled. Connected to containerd, its needs are answered as the stream's are; while
-        not, the index takes NRI's word alone and the next sync's listing answers the rest."""
+        not, the index takes NRI's word alone and the next sync's listing answers the rest.
+
+        While a (re)connection's listing is in flight, NRI's records wait, as the stream's
+        events do: that listing is taken as of its start and is authoritative (it has no
+        `since`), so what NRI told meanwhile — a pod made after it was taken — would be undone
+        by it (its sandbox dropped: the workspace `removed`, then `created` again once
+        containerd's record came).
+        """
+        self.nri = plugin  # its counters are scraped with the watcher's (`readings`)
         count = self.metrics.event
         async for item in plugin.events:
+            if self.syncing.value:
+                await self.syncing.wait_value(False)
             for event in inputs_of(item):
                 count(NRI_TOPIC, event.ts)
                 session = self.session
@@ -222,6 +235,7 @@ class Loop:
             followers=self.hub.followers,
             ready=bool(self.ready.value),
             corrections=self.corrections.count,
+            nri=None if self.nri is None else self.nri.stats,
         )
 
     def unknown_type(self, envelope: Envelope) -> None:
@@ -384,9 +398,14 @@ class _Session:
     # --- listings ----------------------------------------------------------------------
 
     async def sync(self, *, initial: bool) -> None:
-        """The listing after a (re)connection, with the stream held in its buffer; `Synced`
-        once it and what it left the index missing are applied."""
-        await self.listing(beside_stream=False)
+        """The listing after a (re)connection, with the stream held in its buffer (and NRI's
+        records: `Loop.follow_nri`); `Synced` once it and what it left the index missing are
+        applied."""
+        self.loop.syncing.value = True
+        try:
+            await self.listing(beside_stream=False)
+        finally:
+            self.loop.syncing.value = False
         self.loop.synced(initial)
 
     async def listing(self, *, beside_stream: bool = True) -> list[WorkspaceChange]:

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from prometheus_client.core import Metric as Metric
     from prometheus_client.registry import Collector
 
+    from .nri.plugin import NriStats  # loaded only when NRI is asked for
+
 __all__ = [
     "PREFIX",
     "Histogram",
@@ -84,6 +86,8 @@ class Readings:
     ready: bool = False
     #: changes of safety relists whose events never came (`Corrections.count`)
     corrections: int = 0
+    #: the NRI plugin's counters; None when NRI is off (then no NRI metric is reported)
+    nri: NriStats | None = None
 
 
 class Histogram:
@@ -379,7 +383,38 @@ class _Collector:
                 ["wait", "outcome"],
                 m.wait_seconds.items(),
             ),
+            *([] if now.nri is None else _nri(now.nri)),
         ]
+
+
+def _nri(stats: NriStats) -> list[Metric]:
+    """The NRI plugin's families: only with NRI on (a watcher without NRI has none, rather
+    than zeros that would read as "NRI on, never connected")."""
+    return [
+        gauge(
+            "nri_connected",
+            "1 while registered with containerd's NRI (containerd >= 1.7), else 0.",
+            1 if stats.registered else 0,
+        ),
+        counter(
+            "nri_registrations",
+            "Registrations with containerd's NRI: the first, then one after each loss "
+            "(a containerd restart).",
+            stats.registrations,
+        ),
+        counter(
+            "nri_events_delivered",
+            "NRI calls (pod and container events, and the listing at each registration) "
+            "handed to the index.",
+            stats.delivered,
+        ),
+        counter(
+            "nri_events_dropped",
+            "NRI calls not handed to the index: it fell behind (the event stream and relists "
+            "make up for them).",
+            stats.dropped,
+        ),
+    ]
 
 
 # --- metric families, made at scrape time ----------------------------------------------

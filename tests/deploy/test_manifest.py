@@ -107,6 +107,19 @@ def test_the_socket_directory_is_mounted_not_the_socket() -> None:
     assert state["mountPropagation"] == "HostToContainer"
 
 
+def test_nri_socket_directory_is_mounted_read_only() -> None:
+    """NRI's socket is made anew by each containerd start, as containerd's own: its directory
+    is mounted (read-only: connecting needs no write access), and the watcher is pointed into
+    it (`--nri-socket`: the default applies only at containerd's default address)."""
+    (nri_socket,) = options("nri-socket")
+    nri = mount_of("/var/run/nri")
+    assert posixpath.dirname(nri_socket) == nri["mountPath"]
+    assert nri["readOnly"] is True
+    volumes = {v["name"]: v for v in pod_spec()["volumes"]}
+    # a node without NRI (containerd 1.6, 1.7 with NRI off) has no such directory
+    assert volumes[nri["name"]]["hostPath"]["type"] == "DirectoryOrCreate"
+
+
 def test_host_directories_are_read_only_but_the_api_socket_s() -> None:
     (api_socket,) = options("socket")
     writable = [m for m, _ in host_mounts() if not m.get("readOnly")]

@@ -10,6 +10,7 @@ containerd 1.7 and 2.1 with NRI on: `tests/integration/test_nri.py`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,11 +18,13 @@ from typing import Any
 
 import trio
 import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
 
 from containerd_protos.nri.pkg.api import api_pb2
+from watcher.metrics import Metrics, render
 from watcher.published import Change, ChangeKind, Lagged, WorkspaceChange
 from watcher.settings import NriSettings
-from watcher.testing.fake import FakeContainerd, pod_ids
+from watcher.testing.fake import FakeContainerd, Rpc, pod_ids
 from watcher.testing.fake_nri import FakeRuntimeConnection, open_fake_nri_runtime
 from watcher.testing.labels import kubelet_labels, mk2_labels
 from watcher.watcher import Settings, Watcher, open_watcher
@@ -87,6 +90,17 @@ async def state_change(
     assert reply.payload == b""  # observe only: nothing but the empty message
 
 
+def scrape(metrics: Metrics) -> dict[str, float]:
+    """Every unlabelled sample of a scrape, by name, as a scraper parses them."""
+    body, _ = render(metrics)
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if not s.labels
+    }
+
+
 def kinds(seen: list[Change], cid: str) -> list[ChangeKind]:
     return [
         c.kind for c in seen if isinstance(c, WorkspaceChange) and c.workspace.container_id == cid
@@ -131,6 +145,13 @@ async def test_nri_tells_a_workspace_before_containerd_holds_it(
         assert kinds(seen, container.id) == [
             ChangeKind.CREATED, ChangeKind.STARTING, ChangeKind.RUNNING,
         ]  # fmt: skip
+        # the plugin's counters, scraped with the watcher's: registered once, every call it
+        # answered handed on (the listing at registration, RunPodSandbox, Create, Start)
+        scraped = scrape(w.metrics)
+        assert scraped["ws_watcher_nri_connected"] == 1
+        assert scraped["ws_watcher_nri_registrations_total"] == 1
+        assert scraped["ws_watcher_nri_events_delivered_total"] == 4
+        assert scraped["ws_watcher_nri_events_dropped_total"] == 0
 
 
 async def test_a_creation_nri_announced_and_withdrew_is_created_then_removed(
@@ -192,3 +213,37 @@ async def test_a_creation_containerd_never_made_is_removed_after_the_start_grace
             await w.wait_for_container_stop("inst-d")
         await trio.testing.wait_all_tasks_blocked()
         assert kinds(seen, container.id) == [ChangeKind.CREATED, ChangeKind.REMOVED]
+
+
+async def test_what_nri_tells_while_a_resync_lists_is_not_undone_by_the_listing(
+    fake: FakeContainerd, sockdir: str
+) -> None:
+    """A resync's listing is taken as of its start, and is authoritative: NRI's word given
+    while it is in flight (a pod containerd made after the listing was taken) must not be
+    undone by it. Here the listing's tasks are held while NRI tells a new workspace."""
+    async with nri_watcher(fake, sockdir) as (w, conn, seen):
+        fake.delay(Rpc.TASKS_LIST, math.inf)  # the resync's containers listed, then held
+        fake.clear_calls()
+        fake.drop_streams()
+        with trio.fail_after(PATIENCE):
+            await w.wait_ready(False)
+        listed = await trio.to_thread.run_sync(
+            lambda: fake.wait_for(
+                lambda f: any(c.method == Rpc.TASKS_LIST for c in f.calls()), PATIENCE
+            )
+        )
+        assert listed  # the listing is in flight, its containers taken
+        pod, container = pod_and_container("ws-e", "inst-e")
+        await state_change(conn, api_pb2.RUN_POD_SANDBOX, pod)
+        await conn.call(
+            "CreateContainer", api_pb2.CreateContainerRequest(pod=pod, container=container)
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        fake.clear_faults(Rpc.TASKS_LIST)  # the listing completes: the pod is not in it
+        with trio.fail_after(PATIENCE):
+            await w.wait_ready()
+        fake.add_pod("ws-e", labels=mk2_labels("inst-e", "ws-inst-e", "owner"))  # containerd's
+        with trio.fail_after(PATIENCE):
+            await w.wait_for_container("inst-e")
+        await trio.testing.wait_all_tasks_blocked()
+        assert kinds(seen, container.id) == [ChangeKind.CREATED, ChangeKind.RUNNING]

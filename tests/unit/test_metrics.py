@@ -18,7 +18,9 @@ from record_builders import workspace
 from watcher import metrics as metrics_module
 from watcher.changes import ChangeHub, Lagged
 from watcher.metrics import Histogram, Metrics, Readings, gauge, render
+from watcher.nri import NriPlugin, NriStats, Synchronized
 from watcher.published import ChangeKind, Disconnected, Synced, WorkspaceChange
+from watcher.settings import NriSettings
 from watcher.watcher import Settings, Watcher
 
 #: family name (as the parser gives it: counters without `_total`) → type and label names
@@ -226,6 +228,55 @@ def test_the_facade_reads_its_own_state() -> None:
     assert value(w.metrics, "ws_watcher_followers") == 0
     assert value(w.metrics, "ws_watcher_ready") == 0
     assert value(w.metrics, "ws_watcher_workspaces", state="running") == 0
+
+
+NRI_FAMILIES = {
+    "ws_watcher_nri_connected": "gauge",
+    "ws_watcher_nri_registrations": "counter",
+    "ws_watcher_nri_events_delivered": "counter",
+    "ws_watcher_nri_events_dropped": "counter",
+}
+
+
+def nri_stats(**counts: int | bool) -> NriStats:
+    fields: dict[str, int | bool] = {
+        "registrations": 0, "registered": False, "delivered": 0, "dropped": 0,
+        "protocol_errors": 0, "bad_messages": 0, "late_replies": 0,
+    }  # fmt: skip
+    return NriStats(**(fields | counts))  # type: ignore[arg-type]
+
+
+def test_nri_metrics_only_with_nri_on() -> None:
+    assert not set(NRI_FAMILIES) & set(scrape(Metrics()))  # off: no zeros that read as "on"
+    now = Readings(nri=nri_stats(registrations=3, registered=True, delivered=41, dropped=2))
+    metrics = Metrics(lambda: now)
+    body, _ = render(metrics)
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    for name, kind in NRI_FAMILIES.items():
+        assert families[name].type == kind and families[name].documentation, name
+        assert [set(s.labels) for s in families[name].samples] == [set()], name
+    assert value(metrics, "ws_watcher_nri_connected") == 1
+    assert value(metrics, "ws_watcher_nri_registrations_total") == 3
+    assert value(metrics, "ws_watcher_nri_events_delivered_total") == 41
+    assert value(metrics, "ws_watcher_nri_events_dropped_total") == 2
+    now = Readings(nri=nri_stats(registrations=3))  # containerd gone: not connected
+    assert value(metrics, "ws_watcher_nri_connected") == 0
+
+
+async def test_the_loop_reports_the_plugin_it_follows(sockdir: str) -> None:
+    """The watcher's metrics read the NRI plugin's counters once it follows one."""
+    w = Watcher(Settings())
+    assert w._loop.readings().nri is None
+    plugin = NriPlugin(NriSettings(socket=f"{sockdir}/nri.sock"))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(w._loop.follow_nri, plugin)
+        await trio.testing.wait_all_tasks_blocked()
+        plugin._deliver(Synchronized(pods=(), containers=(), ts=1.0, mono=1.0))
+        await trio.testing.wait_all_tasks_blocked()
+        assert w._loop.readings().nri == plugin.stats
+        assert value(w.metrics, "ws_watcher_nri_events_delivered_total") == 1
+        assert value(w.metrics, "ws_watcher_nri_connected") == 0
+        nursery.cancel_scope.cancel()
 
 
 class _Constant:

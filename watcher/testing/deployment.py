@@ -68,6 +68,10 @@ def node_paths(ctrd: PrivateContainerd) -> NodePaths:
         "/var/log/pods": str(ctrd.pods_dir),
         "/proc": "/proc",
         "/run/ws-watcher": str(ctrd.base / "run-ws-watcher"),
+        # NRI's socket dir: one of the rig's own, where its containerd serves no NRI (its
+        # NRI socket, when on, is beside its other sockets): the deployed watcher runs on
+        # the event stream alone, as on a node without NRI
+        "/var/run/nri": str(ctrd.base / "run-nri"),
     })  # fmt: skip
 
 
