@@ -326,6 +326,7 @@ class Diff:
             text += (
                 f"  runs: median {_fmt(med[0])}..{_fmt(med[1])}, p99 {_fmt(p99[0])}..{_fmt(p99[1])}"
             )
+        text += f"  {self.negative}/{s.n} before"
         return text + (f"  MISSING {self.missing}" if self.missing else "")
 
     def figures(self) -> dict[str, Any]:
@@ -334,6 +335,7 @@ class Diff:
             "n": s.n, "median": s.median, "p95": s.p95, "p99": s.p99, "max": s.max,
             "median_spread": _spread([r.median for r in self.runs]),
             "p99_spread": _spread([r.p99 for r in self.runs]), "missing": self.missing,
+            "negative": self.negative,
         }  # fmt: skip
 
 
@@ -359,9 +361,9 @@ def diff(
             else:
                 diffs.append((t - t0) * 1000)
         per_run.append(diffs)
-    return Diff(
-        Stats.of([d for ds in per_run for d in ds]), [Stats.of(d) for d in per_run], missing
-    )
+    pooled = [d for ds in per_run for d in ds]
+    negative = sum(d < 0 for d in pooled)
+    return Diff(Stats.of(pooled), [Stats.of(d) for d in per_run], missing, negative)
 
 
 def load_figures(rig: Rig, runs: Sequence[Run]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ def node(tmp_path: Path) -> NodePaths:
         "/var/lib/containerd": str(tmp_path / "root"),
         "/var/log/pods": str(tmp_path / "logs"),
         "/run/ws-watcher": str(tmp_path / "api"),
+        "/var/run/nri": str(tmp_path / "nri"),
         "/proc": "/proc",
     })  # fmt: skip
 

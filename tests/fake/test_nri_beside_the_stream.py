@@ -4,8 +4,10 @@ NRI tells a workspace before containerd holds it: the watcher publishes `created
 `starting`) from NRI alone, then `running` from the stream, each once; a container whose
 creation NRI announced and then withdrew is `created`, then `removed`; one NRI announced and
 containerd never made (killed in between: no withdrawal comes) is `removed` by a listing the
-index asks for once its start grace is over, with safety relists off. Against real
-containerd 1.7 and 2.1 with NRI on: `tests/integration/test_nri.py`.
+index asks for once its start grace is over, with safety relists off; what NRI tells while a
+resync's listing is in flight is not undone by that listing. The plugin's counters are
+scraped with the watcher's metrics. Against real containerd 1.7 and 2.1 with NRI on:
+`tests/integration/test_nri.py` (the plugin) and `test_watcher_nri.py` (the watcher).
 """
 
 from __future__ import annotations
