@@ -39,24 +39,10 @@ from watcher.nri import (
 )
 from watcher.settings import NriSettings
 from watcher.testing import labels, versions
-from watcher.testing.config import NRI_SINCE
 from watcher.testing.containerd import PrivateContainerd, reclaim_stale
-from watcher.testing.errors import RigError
 from watcher.testing.pods import Pod, Pods
 
-
-def _series() -> list[str | None]:
-    """The rig's own containerd when it has NRI (CI's runs on 1.7 and 2.1: each tests its
-    own), else fetched 1.7 and 2.1 (the default run, on Debian 12's 1.6)."""
-    try:
-        if versions.version_of(versions.bin_dir()) >= NRI_SINCE:
-            return [None]
-    except RigError:
-        pass  # no usable containerd of the rig's own: the fetched ones then
-    return ["1.7", "2.1"]
-
-
-SERIES = _series()
+SERIES = versions.nri_series()
 #: bound on every wait: only reached when something is broken (CI machines are loaded)
 WAIT = 60.0
 #: containerd's plugin request timeout here (its default is 2 s)

@@ -52,19 +52,7 @@ from watcher.testing.pods import Pod, Pods
 from watcher.testing.watching import run
 from watcher.watcher import Settings, Watcher, open_watcher
 
-
-def _series() -> list[str | None]:
-    """The rig's own containerd when it has NRI (CI's runs on 1.7 and 2.1: each tests its
-    own), else fetched 1.7 and 2.1 (the default run, on Debian 12's 1.6)."""
-    try:
-        if versions.version_of(versions.bin_dir()) >= NRI_SINCE:
-            return [None]
-    except RigError:
-        pass  # no usable containerd of the rig's own: the fetched ones then
-    return ["1.7", "2.1"]
-
-
-SERIES = _series()
+SERIES = versions.nri_series()
 #: bound on every wait: only reached when something is broken (CI machines are loaded)
 WAIT = 60.0
 #: workspace pods started at once while the stream is held

@@ -70,6 +70,19 @@ class Version:
 # -- the binaries the rig runs ---------------------------------------------------------------
 
 
+def nri_series() -> list[str | None]:
+    """The containerd series to test NRI on: the rig's own (None) when it has NRI (CI's runs
+    on 1.7 and 2.1: each tests its own), else fetched 1.7 and 2.1 (a run on Debian 12's 1.6)."""
+    from .config import NRI_SINCE  # config imports this module
+
+    try:
+        if version_of(bin_dir()) >= NRI_SINCE:
+            return [None]
+    except RigError:
+        pass  # no usable containerd of the rig's own: the fetched ones then
+    return ["1.7", "2.1"]
+
+
 def bin_dir(env: Mapping[str, str] | None = None) -> Path | None:
     """``$WS_WATCHER_CONTAINERD_BIN`` (checked: it holds the three binaries), or None for the
     system's containerd.
