@@ -171,6 +171,7 @@ class Index:
         self._applied = 0  # inputs applied: the clock of `mark()`
         self._updates = 0  # snapshots published, lifecycle step or not (see `updates`)
         self._listed = False  # a first listing was applied
+        self._expired: frozenset[ContainerId] = frozenset()
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -224,6 +225,13 @@ class Index:
         record's details filled in later): for waiters whose condition reads more than the
         lifecycle."""
         return self._updates
+
+    @property
+    def expired_announcements(self) -> frozenset[ContainerId]:
+        """Containers NRI announced that the last listing dropped: containerd never made
+        them within the start grace (a creation that failed, a containerd killed in between).
+        Their `removed` is no correction of a missed event: there was none to miss."""
+        return self._expired
 
     def mark(self) -> int:
         """A point in the input order: give it to a `Relisted` as `since` when the listing
@@ -483,20 +491,25 @@ class Index:
             elif facts.phase == NO_TASK:
                 self._without_task(cid, facts, rec, event, first)
         recheck: float | None = None  # when the earliest NRI announcement kept expires
+        expired: list[ContainerId] = []
         for cid, facts in old_facts.items():
+            if cid in records or cid in self._facts:
+                continue
             # created (or told about) while the listing ran: not in it, not gone; told by NRI
             # before containerd creates it: not in it yet, for a while
-            if cid not in records and cid not in self._facts and (
-                newer(facts.touched) or self._still_announced(facts, event)
-            ):
-                self._facts[cid] = facts
-                if facts.record is not None:
-                    pods.attach(cid, facts, facts.record)
-                if cid in old_unresolved:
-                    self._unresolved[cid] = None  # `newer` implies a `since`: same shell
-                if facts.announced and facts.first_seen is not None and event.mono is not None:
-                    expires = facts.first_seen + self._start_grace
-                    recheck = expires if recheck is None else min(recheck, expires)
+            if not (newer(facts.touched) or self._still_announced(facts, event)):
+                if facts.announced:
+                    expired.append(cid)
+                continue
+            self._facts[cid] = facts
+            if facts.record is not None:
+                pods.attach(cid, facts, facts.record)
+            if cid in old_unresolved:
+                self._unresolved[cid] = None  # `newer` implies a `since`: same shell
+            if facts.announced and facts.first_seen is not None and event.mono is not None:
+                expires = facts.first_seen + self._start_grace
+                recheck = expires if recheck is None else min(recheck, expires)
+        self._expired = frozenset(expired)
         if recheck is not None:
             self._needs.append(NeedRelist(at=recheck))  # only a later listing can tell
         pods.purge_all()

@@ -480,7 +480,13 @@ class _Session:
             self.loop.metrics.relisted(changes)
             retry = RELIST_RETRY[0]
             due = trio.current_time() + interval
-            missed = [c for c in changes if c.workspace.container_id not in self.fetching]
+            expired = self.index.expired_announcements
+            missed = [
+                c
+                for c in changes
+                if c.workspace.container_id not in self.fetching
+                and c.workspace.container_id not in expired
+            ]
             if missed:
                 self.note_corrections(missed)
 

@@ -194,9 +194,11 @@ async def test_a_creation_containerd_never_made_is_removed_after_the_start_grace
 ) -> None:
     """containerd lost between NRI's CreateContainer and its own creation: no event, no
     withdrawal will ever tell. The resync's listing keeps the container (it may still come),
-    and asks for a listing after its start grace, which drops it: no safety relists here."""
+    and asks for a listing after its start grace, which drops it: no safety relists here.
+    Nothing was missed, so nothing is reported corrected (a relist grace of 0 would report
+    a correction as soon as the listing made it)."""
     grace = 0.5
-    async with nri_watcher(fake, sockdir, start_grace=grace) as (w, conn, seen):
+    async with nri_watcher(fake, sockdir, start_grace=grace, relist_grace=0) as (w, conn, seen):
         uid, _, _ = pod_ids("ws-d")
         fake.add_pod("ws-d", uid=uid, labels=mk2_labels("inst-d", "ws-inst-d", "o"),
                      containers=())  # fmt: skip  # the sandbox only: containerd has it
@@ -215,6 +217,7 @@ async def test_a_creation_containerd_never_made_is_removed_after_the_start_grace
             await w.wait_for_container_stop("inst-d")
         await trio.testing.wait_all_tasks_blocked()
         assert kinds(seen, container.id) == [ChangeKind.CREATED, ChangeKind.REMOVED]
+        assert w.corrections == 0
 
 
 async def test_what_nri_tells_while_a_resync_lists_is_not_undone_by_the_listing(

@@ -167,10 +167,13 @@ def test_a_container_nri_told_is_kept_by_a_listing_for_the_start_grace_only() ->
     index.take_needs()
     soon = Relisted(ts=2.0, containers=(sandbox.container,), tasks=(), mono=55.0)
     assert index.apply(soon) == []  # not created by containerd yet: kept
+    assert index.expired_announcements == frozenset()
     # and only a listing after the grace can tell: the index asks for one then
     assert NeedRelist(at=60.0) in index.take_needs()
     late = Relisted(ts=3.0, containers=(sandbox.container,), tasks=(), mono=61.0)
     assert [c.kind for c in index.apply(late)] == [ChangeKind.REMOVED]
+    # the shell must not log that removal as a missed event corrected: none was missed
+    assert index.expired_announcements == {announce.container.id}
     assert index.containers() == {}
     assert not [n for n in index.take_needs() if isinstance(n, NeedRelist)]
 
