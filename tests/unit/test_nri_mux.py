@@ -1,7 +1,8 @@
 """NRI's connection multiplexer (`watcher.nri.mux`), against containerd/nri
 `pkg/net/multiplex/mux.go`: interleaved logical connections come apart whole and in order,
 however the trunk cuts them; frames the runtime's reader would choke on are never sent; bad
-frames end in a `ProtocolError`, never anything else.
+frames end in a `ProtocolError`, a trunk that ends mid-frame in a `ConnectionCut`, never
+anything else.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watcher.nri.errors import ProtocolError
+from watcher.nri.errors import ConnectionCut, ProtocolError
 from watcher.nri.mux import (
     MAX_PAYLOAD,
     PLUGIN_SERVICE_CONN,
@@ -101,11 +102,15 @@ def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
     assert decoder.pending == 0
 
 
-def test_a_trunk_cut_inside_a_frame_is_truncated() -> None:
+@pytest.mark.parametrize(
+    "sent", [b"\x00\x00\x00", encode(1, b"hello")[:-1]], ids=["header", "data"]
+)
+def test_a_trunk_cut_inside_a_frame_is_a_cut_connection_not_a_protocol_error(sent: bytes) -> None:
     decoder = MuxDecoder()
-    assert decoder.feed(encode(1, b"hello")[:-1]) == []
-    with pytest.raises(ProtocolError, match="inside a multiplexed frame"):
+    assert decoder.feed(sent) == []
+    with pytest.raises(ConnectionCut, match=f"ended {len(sent)} bytes into a multiplexed frame"):
         decoder.end()
+    decoder.end()  # said once
 
 
 def test_frames_of_any_connection_are_returned_and_empty_ones_skipped() -> None:
@@ -120,7 +125,7 @@ def test_garbage_gives_segments_or_a_protocol_error_and_nothing_else(pieces: lis
         for piece in pieces:
             decoder.feed(piece)
         decoder.end()
-    except ProtocolError:
+    except (ProtocolError, ConnectionCut):
         pass
 
 
@@ -164,3 +169,11 @@ async def test_a_bad_trunk_raises_a_protocol_error_and_eof_is_an_empty_read() ->
     left2, right2 = trio.testing.memory_stream_pair()
     await left2.aclose()
     assert await Mux(right2).receive() == []
+
+
+async def test_a_trunk_that_ends_mid_frame_raises_a_cut_connection() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    await left.send_all(encode(1, b"hello")[:-1])
+    await left.aclose()
+    with pytest.raises(ConnectionCut):
+        await Mux(right).receive()

@@ -256,10 +256,10 @@ def ttrpc_header(length: int, kind: int = 1) -> bytes:
 BAD_FRAMES = {
     "oversized multiplexed frame": struct.pack(">II", 1, muxing.MAX_PAYLOAD + 1),
     "oversized ttrpc frame": muxing.encode(1, ttrpc_header(ttrpc.MAX_DATA + 1)),
-    "unknown ttrpc message type": muxing.encode(1, ttrpc_header(0, kind=9)),
+    "oversized ttrpc frame of an unknown type": muxing.encode(
+        1, ttrpc_header(ttrpc.MAX_DATA + 1, kind=9)
+    ),
     "garbage": b"\xde\xad\xbe\xef" * 4,
-    "truncated ttrpc frame": muxing.encode(1, ttrpc_header(100) + b"cut short"),
-    "truncated multiplexed frame": struct.pack(">II", 1, 50) + b"cut short",
 }
 
 
@@ -270,12 +270,46 @@ async def test_a_bad_frame_closes_the_connection_and_the_plugin_comes_back(
     async with nri(sockdir) as (plugin, runtime):
         conn = await registered(runtime, plugin)
         await conn.send_raw(bad)
-        if b"cut short" in bad:  # truncated: the runtime's end goes away mid-frame
-            await conn.aclose()
         await conn.wait_closed()
         await logs.wait_for(logging.WARNING, "closing the connection")
         await registered(runtime, plugin, count=2)
         assert plugin.stats.protocol_errors == 1
+
+
+async def test_a_frame_of_an_unknown_ttrpc_type_is_skipped_and_the_connection_kept(
+    sockdir: str, logs: LogRecords
+) -> None:
+    async with nri(sockdir) as (plugin, runtime):
+        conn = await registered(runtime, plugin)
+        await conn.send_raw(muxing.encode(1, ttrpc_header(5, kind=9) + b"12345"))
+        await send_event(conn, EventKind.RUN_POD_SANDBOX)  # the framing held
+        assert (await next_item(plugin)).kind is EventKind.RUN_POD_SANDBOX
+        assert logs.matching(logging.WARNING, "unknown message type 0x09")
+        assert not conn.closed.is_set()
+        assert plugin.stats.protocol_errors == 0
+
+
+CUT_FRAMES = {
+    "ttrpc frame": muxing.encode(1, ttrpc_header(100) + b"cut short"),
+    "multiplexed frame": struct.pack(">II", 1, 50) + b"cut short",
+}
+
+
+@pytest.mark.parametrize("cut", CUT_FRAMES.values(), ids=CUT_FRAMES.keys())
+async def test_containerd_killed_mid_frame_is_a_lost_connection_not_a_protocol_error(
+    sockdir: str, logs: LogRecords, cut: bytes
+) -> None:
+    async with nri(sockdir) as (plugin, runtime):
+        conn = await registered(runtime, plugin)
+        await conn.send_raw(cut)
+        await conn.aclose()  # the runtime's end goes away mid-frame
+        await logs.wait_for(logging.WARNING, "connection to containerd lost")
+        [lost] = logs.matching(logging.WARNING, "connection to containerd lost")
+        assert "closed by containerd" in lost
+        await logs.wait_for(logging.DEBUG, "bytes into a")
+        await registered(runtime, plugin, count=2)
+        assert not logs.matching(logging.WARNING, "closing the connection")
+        assert plugin.stats.protocol_errors == 0
 
 
 async def test_a_bad_request_is_refused_and_a_bad_payload_answered_on_the_same_connection(

@@ -1,6 +1,8 @@
 """ttrpc's framing and envelope (`watcher.nri.ttrpc`), against containerd/ttrpc's PROTOCOL.md:
 round trips in pieces of any size, the limits, and bad input that never gets past a
-`ProtocolError` (or, for a well-framed bad request, an error answer as ttrpc's Go server gives).
+`ProtocolError` (or, for a well-framed bad request, an error answer as ttrpc's Go server gives;
+for a frame of an unknown type, `Ignored`, as that server ignores it); a stream that ends
+mid-frame is `ConnectionCut`, a peer gone, not a broken one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from watcher.errors import Code
-from watcher.nri.errors import ProtocolError
+from watcher.nri.errors import ConnectionCut, ProtocolError
 from watcher.nri.ttrpc import (
     MAX_DATA,
     Answer,
@@ -124,25 +126,53 @@ def test_sending_an_oversized_frame_is_our_mistake() -> None:
         encode_frame(Frame(1, MessageType.REQUEST, 0, bytes(MAX_DATA + 1)))
 
 
+#: data that would be an oversized header if it were read as one
+NOT_A_HEADER = header(MAX_DATA + 1)
+
+
 @pytest.mark.parametrize("kind", [0, 4, 0x80, 0xFF])
-def test_an_unknown_message_type_is_refused(kind: int) -> None:
-    with pytest.raises(ProtocolError, match="unknown ttrpc message type"):
-        FrameDecoder().feed(header(0, kind=kind))
-
-
-def test_a_stream_cut_inside_a_frame_is_truncated() -> None:
+@given(cuts=st.lists(st.integers(0, 100), max_size=5))
+def test_a_frame_of_an_unknown_message_type_is_skipped_whole(kind: int, cuts: list[int]) -> None:
+    after = Frame(3, MessageType.REQUEST, 0, b"next")
+    wire = header(len(NOT_A_HEADER), stream_id=5, kind=kind) + NOT_A_HEADER + encode_frame(after)
     decoder = FrameDecoder()
-    wire = encode_frame(Frame(1, MessageType.REQUEST, 0, b"0123456789"))
-    assert decoder.feed(wire[:-3]) == []
-    with pytest.raises(ProtocolError, match="inside a ttrpc frame"):
-        decoder.end()
+    received = [f for piece in split(wire, cuts) for f in decoder.feed(piece)]
+    assert received == [Ignored(5, f"a frame of unknown message type {kind:#04x}"), after]
+    assert decoder.pending == 0
+    decoder.end()
 
 
-def test_a_stream_cut_inside_a_header_is_truncated() -> None:
+def test_a_frame_of_an_unknown_message_type_is_still_bounded() -> None:
+    with pytest.raises(ProtocolError, match="exceeds"):
+        FrameDecoder().feed(header(MAX_DATA + 1, kind=9))
+
+
+def test_both_ends_pass_a_frame_of_an_unknown_message_type_on_as_ignored() -> None:
+    unknown = header(2, stream_id=9, kind=9) + b"xy"
+    server, client = ServerConnection(), ClientConnection()
+    sid, _ = client.call(Request(service="s", method="m"))
+    ignored = Ignored(9, "a frame of unknown message type 0x09")
+    assert [type(e) for e in server.receive(unknown + request_frame(1))] == [Ignored, Call]
+    assert server.receive(unknown) == [ignored]
+    assert client.receive(unknown + server.respond(sid)) == [ignored, Answer(sid, Response())]
+
+
+@pytest.mark.parametrize("sent", [b"\x00\x00", header(10) + b"0123456"], ids=["header", "data"])
+def test_a_stream_cut_inside_a_frame_is_a_cut_connection_not_a_protocol_error(
+    sent: bytes,
+) -> None:
     decoder = FrameDecoder()
-    assert decoder.feed(b"\x00\x00") == []
-    with pytest.raises(ProtocolError):
+    assert decoder.feed(sent) == []
+    with pytest.raises(ConnectionCut, match=f"ended {len(sent)} bytes into a ttrpc frame"):
         decoder.end()
+    decoder.end()  # said once
+
+
+def test_both_ends_say_a_cut_stream_is_a_cut_connection() -> None:
+    for end in (ServerConnection(), ClientConnection()):
+        assert end.receive(header(10)) == []
+        with pytest.raises(ConnectionCut):
+            end.end()
 
 
 @given(st.lists(st.binary(max_size=64), max_size=8))
@@ -155,7 +185,7 @@ def test_garbage_gives_frames_or_a_protocol_error_and_nothing_else(pieces: list[
                 else:
                     end.receive(piece)
             end.end()
-        except ProtocolError:
+        except (ProtocolError, ConnectionCut):
             pass
 
 

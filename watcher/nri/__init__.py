@@ -11,10 +11,11 @@ One concept per module, bottom up:
 * `events` — the records: `PodSandboxEvent`, `ContainerEvent`, `Synchronized` (plain data);
 * `plugin` — `NriPlugin`: connect, register, answer at once, queue, reconnect.
 
-Not wired into the index yet: a consumer reads `NriPlugin.events`.
+The watcher reads `NriPlugin.events` and turns them into the index's inputs
+(`watcher.nri_source`, `Loop.follow_nri`).
 """
 
-from .errors import BadMessage, LateReply, ProtocolError, RegistrationError
+from .errors import BadMessage, ConnectionCut, LateReply, ProtocolError, RegistrationError
 from .events import (
     Container,
     ContainerEvent,
@@ -30,6 +31,7 @@ from .plugin import NriPlugin, NriStats, open_nri_plugin, serve_nri_plugin
 
 __all__ = [
     "BadMessage",
+    "ConnectionCut",
     "Container",
     "ContainerEvent",
     "ContainerState",

@@ -6,10 +6,15 @@ from watcher.errors import RemoteError
 
 
 class ProtocolError(RemoteError):
-    """The peer broke the wire protocol (ttrpc framing, NRI's multiplexer): an oversized or
-    unknown frame, a connection cut mid-frame, bytes that are no frame at all. The byte
-    stream cannot be trusted past that point: the connection is closed, and the plugin
-    connects again."""
+    """The peer broke the wire protocol (ttrpc framing, NRI's multiplexer): an oversized
+    frame, bytes that are no frame at all. The byte stream cannot be trusted past that
+    point: the connection is closed, and the plugin connects again."""
+
+
+class ConnectionCut(RemoteError):
+    """The connection ended inside a frame (ttrpc's or the multiplexer's). Not a protocol
+    error: it is what a runtime killed while writing leaves, so the plugin takes it as a
+    lost connection and connects again."""
 
 
 class RegistrationError(RemoteError):

@@ -28,7 +28,7 @@ from typing import Final, NoReturn
 
 import trio
 
-from .errors import ProtocolError
+from .errors import ConnectionCut, ProtocolError
 from .ttrpc import HEADER_LEN as TTRPC_HEADER_LEN
 from .ttrpc import MAX_DATA as TTRPC_MAX_DATA
 
@@ -80,7 +80,7 @@ class MuxDecoder:
 
         decoder = MuxDecoder()
         for segment in decoder.feed(data): ...   # Segment(conn_id, payload), in order
-        decoder.end()                            # at EOF: raises if a frame was cut short
+        decoder.end()                            # at EOF: ConnectionCut if a frame was cut short
 
     Memory is bounded: a header announcing more than `MAX_PAYLOAD` raises as soon as it is
     complete. Frames of any connection id are returned (the caller drops those it did not
@@ -119,9 +119,10 @@ class MuxDecoder:
         return segments
 
     def end(self) -> None:
-        """The trunk ended. Raises `ProtocolError` when it ended inside a frame."""
-        if self._broken is None and self._buffer:
-            self._fail(f"connection closed inside a multiplexed frame ({len(self._buffer)} bytes)")
+        """The trunk ended. Raises `ConnectionCut` when it ended inside a frame."""
+        if cut := len(self._buffer):
+            self._buffer.clear()
+            raise ConnectionCut(f"the connection ended {cut} bytes into a multiplexed frame")
 
     def _fail(self, message: str) -> NoReturn:
         self._broken = ProtocolError(message)
@@ -140,8 +141,9 @@ class Mux:
 
     Cancellation: a `send` cancelled midway has written part of a frame; the trunk is then
     unusable, and the caller closes it (every send here runs under a deadline whose expiry
-    ends the connection). Error handling: `ProtocolError` for a broken trunk; the stream's
-    own errors (`trio.BrokenResourceError`, `trio.ClosedResourceError`) pass through.
+    ends the connection). Error handling: `ProtocolError` for a broken trunk,
+    `ConnectionCut` for one that ended mid-frame; the stream's own errors
+    (`trio.BrokenResourceError`, `trio.ClosedResourceError`) pass through.
     """
 
     def __init__(self, stream: trio.abc.Stream) -> None:
@@ -159,7 +161,8 @@ class Mux:
         """The next segments from the trunk (at least one), or [] once it has ended.
 
         Raises:
-            ProtocolError: an oversized frame, or the trunk ended inside one.
+            ProtocolError: an oversized frame.
+            ConnectionCut: the trunk ended inside a frame.
         """
         while True:
             data = await self.stream.receive_some(RECEIVE_SIZE)

@@ -56,7 +56,7 @@ from watcher.errors import Code
 from watcher.settings import NriSettings
 
 from . import api
-from .errors import BadMessage, LateReply, ProtocolError, RegistrationError
+from .errors import BadMessage, ConnectionCut, LateReply, ProtocolError, RegistrationError
 from .events import NriItem, Synchronized, event_mask
 from .mux import PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN, Mux
 from .ttrpc import (
@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 #: what ends one connection to the runtime and is handled by connecting again
 _SESSION_ENDS: Final = (
     ProtocolError,
+    ConnectionCut,
     RegistrationError,
     LateReply,
     trio.BrokenResourceError,
@@ -222,6 +223,10 @@ class NriPlugin:
     def _log_end(self, session: _Session, ended: BaseException | None) -> None:
         """One warning per cause in a row: a runtime that keeps refusing, or keeps sending
         what cannot be read, is said once, not every back-off (the counters keep counting)."""
+        if isinstance(ended, ConnectionCut):
+            # what a runtime killed mid-write leaves: said as the closed connection it is
+            log.debug("NRI: %s", ended)
+            ended = None
         if isinstance(ended, ProtocolError):
             self._protocol_errors += 1
         if isinstance(ended, ProtocolError | RegistrationError | LateReply):
@@ -356,7 +361,9 @@ class _Session:
                         len(segment.data),
                         segment.conn_id,
                     )
-        self.server.end()  # a ttrpc frame cut off by the end of the socket: ProtocolError
+        # the socket can end between the multiplexer's frames but inside a ttrpc one:
+        # ConnectionCut as well
+        self.server.end()
         self.client.end()
 
     def _on_answer(self, event: Answer | Ignored) -> None:

@@ -7,12 +7,15 @@ Written against containerd/ttrpc's `PROTOCOL.md`, `channel.go` (framing and limi
 
 * A frame is a 10-byte header — data length (uint32, big-endian), stream id (uint32, BE),
   message type (uint8), flags (uint8) — followed by that many bytes of data.
-* Data is at most 4 MiB (`messageLengthMax`). A longer length, or a type other than
-  Request (1), Response (2) or Data (3), means the byte stream is broken or hostile: the
-  decoder raises `ProtocolError` (and keeps raising it), and the connection must be closed.
-  (ttrpc's Go server skips an oversized message and ignores unknown types, "for future
-  compatibility"; NRI is unary-only and a plugin that misreads its runtime must not guess,
-  so this one closes the connection and registers afresh.)
+* Data is at most 4 MiB (`messageLengthMax`). A longer length means the byte stream is
+  broken or hostile: the decoder raises `ProtocolError` (and keeps raising it), and the
+  connection must be closed. (ttrpc's Go reader discards an oversized message and answers
+  ResourceExhausted; NRI is unary-only and a plugin that misreads its runtime must not
+  guess, so this one closes the connection and registers afresh.)
+* A type other than Request (1), Response (2) or Data (3) is skipped, frame and data, as
+  ttrpc's Go server ignores it "for future compat": its length still frames the stream.
+* A byte stream that ends inside a frame is a peer that went away mid-write (containerd
+  killed), not a broken one: `end` raises `ConnectionCut`.
 * Clients start streams with odd ids, 1, 3, 5, … (`client.go`: `nextStreamID` += 2); a
   server refuses even or reused ids with InvalidArgument, answering on that very stream id.
 * A unary call is one Request frame (a `ttrpc.Request` envelope: service, method, payload,
@@ -22,7 +25,7 @@ Written against containerd/ttrpc's `PROTOCOL.md`, `channel.go` (framing and limi
   Response arriving at a server or a Request at a client.
 
 Events, not exceptions, carry what a peer did that the caller must act on or may log
-(`Call`, `Refused`, `Answer`, `Ignored`); only a broken byte stream raises.
+(`Call`, `Refused`, `Answer`, `Ignored`); only a broken or cut byte stream raises.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from google.protobuf.message import DecodeError, Message
 
 from watcher.errors import Code
 
-from .errors import ProtocolError
+from .errors import ConnectionCut, ProtocolError
 
 HEADER: Final = struct.Struct(">IIBB")
 HEADER_LEN: Final = HEADER.size  # 10
@@ -90,11 +93,12 @@ class FrameDecoder:
     Synopsis::
 
         decoder = FrameDecoder()
-        for frame in decoder.feed(data): ...   # complete frames, in order
-        decoder.end()                          # at EOF: raises if a frame was cut short
+        for frame in decoder.feed(data): ...   # complete frames (Ignored: unknown type)
+        decoder.end()                          # at EOF: ConnectionCut if a frame was cut short
 
     Memory is bounded: a header announcing more than `MAX_DATA` raises as soon as it is
-    complete, before any of its data is buffered.
+    complete, before any of its data is buffered. A frame of a message type ttrpc does not
+    define comes out as `Ignored`, its data dropped.
     """
 
     def __init__(self) -> None:
@@ -106,29 +110,29 @@ class FrameDecoder:
         """Bytes received that are not yet a whole frame."""
         return len(self._buffer)
 
-    def feed(self, data: bytes | bytearray) -> list[Frame]:
-        """The frames `data` completes.
+    def feed(self, data: bytes | bytearray) -> list[Frame | Ignored]:
+        """The frames `data` completes, and an `Ignored` for each of an unknown type.
 
         Raises:
-            ProtocolError: an oversized length or an unknown message type; every later call
-                raises it again (the stream has lost its framing).
+            ProtocolError: an oversized length; every later call raises it again (the
+                stream has lost its framing).
         """
         if self._broken is not None:
             raise self._broken
         self._buffer += data
-        frames: list[Frame] = []
+        frames: list[Frame | Ignored] = []
         while len(self._buffer) >= HEADER_LEN:
             length, stream_id, kind, flags = HEADER.unpack_from(self._buffer)
             if length > MAX_DATA:
                 self._fail(f"ttrpc frame of {length} bytes exceeds the maximum of {MAX_DATA}")
-            if kind not in _TYPES:
-                self._fail(f"unknown ttrpc message type {kind:#04x} on stream {stream_id}")
             end = HEADER_LEN + length
             if len(self._buffer) < end:
                 break
-            frames.append(
-                Frame(stream_id, MessageType(kind), flags, bytes(self._buffer[HEADER_LEN:end]))
-            )
+            if kind in _TYPES:
+                body = bytes(self._buffer[HEADER_LEN:end])
+                frames.append(Frame(stream_id, MessageType(kind), flags, body))
+            else:
+                frames.append(Ignored(stream_id, f"a frame of unknown message type {kind:#04x}"))
             del self._buffer[:end]
         return frames
 
@@ -136,10 +140,11 @@ class FrameDecoder:
         """The byte stream ended.
 
         Raises:
-            ProtocolError: it ended inside a frame (truncated).
+            ConnectionCut: it ended inside a frame.
         """
-        if self._broken is None and self._buffer:
-            self._fail(f"connection closed inside a ttrpc frame ({len(self._buffer)} bytes)")
+        if cut := len(self._buffer):
+            self._buffer.clear()
+            raise ConnectionCut(f"the connection ended {cut} bytes into a ttrpc frame")
 
     def _fail(self, message: str) -> NoReturn:
         self._broken = ProtocolError(message)
@@ -337,7 +342,7 @@ class ServerConnection:
                 case Call(stream_id, request): send(server.respond(stream_id, OK, payload))
                 case Refused(stream_id, status): send(server.respond(stream_id, status))
                 case Ignored(): log
-        server.end()                                  # at EOF (raises if cut mid-frame)
+        server.end()                                  # at EOF (ConnectionCut if mid-frame)
     """
 
     def __init__(self) -> None:
@@ -345,10 +350,7 @@ class ServerConnection:
         self._last_stream_id = 0
 
     def receive(self, data: bytes) -> list[ServerEvent]:
-        events: list[ServerEvent] = []
-        for frame in self._decoder.feed(data):
-            events.append(self._frame(frame))
-        return events
+        return [self._frame(f) if isinstance(f, Frame) else f for f in self._decoder.feed(data)]
 
     def _frame(self, frame: Frame) -> ServerEvent:
         sid = frame.stream_id
@@ -406,6 +408,9 @@ class ClientConnection:
     def receive(self, data: bytes) -> list[ClientEvent]:
         events: list[ClientEvent] = []
         for frame in self._decoder.feed(data):
+            if isinstance(frame, Ignored):
+                events.append(frame)
+                continue
             sid = frame.stream_id
             if frame.type is not MessageType.RESPONSE:
                 events.append(Ignored(sid, f"a {frame.type.name.lower()} frame at a client"))
