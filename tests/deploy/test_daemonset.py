@@ -12,7 +12,10 @@ watcher there sees the rig's workspace pods with their PIDs, cgroups, rootfs and
 mapped to paths that hold the workspace's own files when read in that container; the
 process runs with exactly the privileges the manifest grants. Then its probes, as the
 kubelet's prober calls them, and its API on the socket in the host directory the manifest
-gives it.
+gives it. NRI: where the rig's containerd has it (1.7 and later: turned on, as 2.x ships
+it), the manifest's ``--nri-socket`` reaches it through the NRI socket's host directory, and
+the watcher's metrics show it registered and told of the workspaces through NRI (as root; as
+non-root, NRI's socket dir is root's: not connected); on 1.6, never connected.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,13 +34,15 @@ from typing import Any
 import pytest
 
 from containerd_protos.cri.runtime.v1 import api_pb2 as cri
-from watcher.testing import Pods, PrivateContainerd, mk2_labels, reclaim_stale
+from watcher.testing import Pods, PrivateContainerd, host, mk2_labels, reclaim_stale, versions
+from watcher.testing.config import NRI_SINCE
 from watcher.testing.deployment import (
     Deployed,
     daemonset_template,
     deploy,
     import_image,
     node_paths,
+    series,
 )
 from watcher.testing.kubelet import Probe, http_get_probe, quantity
 from watcher.testing.wheel_image import WheelImage, build_wheel_image
@@ -70,15 +75,24 @@ def _node(ctrd: PrivateContainerd, image: WheelImage) -> Iterator[PrivateContain
 
 
 @pytest.fixture(scope="module")
-def node(image: WheelImage) -> Iterator[PrivateContainerd]:
-    """A containerd laid out as a node's, its socket root's as on a stock node."""
-    yield from _node(PrivateContainerd(node_layout=True), image)
+def nri() -> bool:
+    """Whether the rig's containerd has NRI (1.7 and later): its nodes then serve it, as a
+    2.x node does by default and a 1.7 node with NRI turned on."""
+    binaries = versions.bin_dir()
+    host.ensure_installed(binaries)  # the system's containerd, before asking its version
+    return versions.version_of(binaries) >= NRI_SINCE
 
 
 @pytest.fixture(scope="module")
-def grouped_node(image: WheelImage) -> Iterator[PrivateContainerd]:
+def node(image: WheelImage, nri: bool) -> Iterator[PrivateContainerd]:
+    """A containerd laid out as a node's, its socket root's as on a stock node."""
+    yield from _node(PrivateContainerd(node_layout=True, nri=nri), image)
+
+
+@pytest.fixture(scope="module")
+def grouped_node(image: WheelImage, nri: bool) -> Iterator[PrivateContainerd]:
     """The same, its socket given a group (``[grpc] gid``): the non-root set-up."""
-    yield from _node(PrivateContainerd(node_layout=True, socket_gid=SOCKET_GID), image)
+    yield from _node(PrivateContainerd(node_layout=True, socket_gid=SOCKET_GID, nri=nri), image)
 
 
 def start_workspaces(pods: Pods, n: int) -> list[tuple[str, str]]:
@@ -226,20 +240,94 @@ def check_serves(ctrd: PrivateContainerd, watcher: Deployed,
     assert {w["instance_id"] for w in listed} == set(workspaces)
 
 
+NRI_CONNECTED = "ws_watcher_nri_connected"
+NRI_REGISTRATIONS = "ws_watcher_nri_registrations_total"
+NRI_DELIVERED = "ws_watcher_nri_events_delivered_total"
+NRI_EVENTS = series("ws_watcher_events_total", {"topic": "nri"})
+NRI_PER_WORKSPACE = 3
+"""NRI calls per workspace pod, at least, each handed to the index with one input at least:
+RunPodSandbox, CreateContainer, StartContainer (``watcher.nri_source``)."""
+
+
+def scrape(watcher: Deployed) -> dict[str, float] | None:
+    """Its metrics, or None while nothing listens (yet)."""
+    try:
+        return watcher.metrics()
+    except OSError:
+        return None
+
+
+def wait_for_metrics(
+    watcher: Deployed, what: str, ok: Callable[[dict[str, float]], bool]
+) -> dict[str, float]:
+    """The first scrape ``ok`` accepts, scraped every 0.2 s (nothing else tells when the
+    watcher's counters move) within the start-up allowance."""
+    seen: list[dict[str, float]] = []
+
+    def accepted() -> bool:
+        metrics = scrape(watcher)
+        if metrics is None or not ok(metrics):
+            return False
+        seen.append(metrics)
+        return True
+
+    host.wait_until(what, accepted, STARTUP, interval=0.2)
+    return seen[-1]
+
+
+def check_nri_registered(watcher: Deployed) -> dict[str, float]:
+    """Registered with the rig containerd's NRI, through the manifest's ``--nri-socket``
+    (the NRI socket's host directory): ``ws_watcher_nri_connected 1``. Returns the scrape."""
+    return wait_for_metrics(
+        watcher, "the deployed watcher's NRI registration",
+        lambda m: m.get(NRI_CONNECTED) == 1 and m.get(NRI_REGISTRATIONS, 0) >= 1,
+    )  # fmt: skip
+
+
+def check_nri_told(watcher: Deployed, before: Mapping[str, float], workspaces: int) -> None:
+    """The workspace pods started since the scrape ``before`` came through NRI too: its calls
+    delivered to the index and counted as NRI's events, still registered."""
+    want = NRI_PER_WORKSPACE * workspaces
+
+    def told(m: Mapping[str, float]) -> bool:
+        return (m.get(NRI_DELIVERED, 0) - before[NRI_DELIVERED] >= want
+                and m.get(NRI_EVENTS, 0) - before.get(NRI_EVENTS, 0) >= want)  # fmt: skip
+
+    after = wait_for_metrics(watcher, f"NRI's calls for {workspaces} workspaces", told)
+    assert after[NRI_CONNECTED] == 1
+    assert after["ws_watcher_nri_events_dropped_total"] == 0
+
+
+def check_nri_not_connected(watcher: Deployed) -> None:
+    """Nothing NRI serves is reachable (1.6, or as non-root: NRI's dir and socket are
+    root's): the plugin runs (``--nri-socket`` is given), never registered; the watcher
+    works on the event stream alone (checked before this)."""
+    metrics = watcher.metrics()
+    assert metrics[NRI_CONNECTED] == 0
+    assert metrics[NRI_REGISTRATIONS] == 0
+    assert metrics.get(NRI_EVENTS, 0) == 0
+
+
 def check_running(pods: Pods, watcher: Deployed) -> None:
     """Still running at the end: nothing above made it crash."""
     status = pods.cri.container_status(watcher.cid)
     assert status.state == cri.CONTAINER_RUNNING, (status.reason, status.message)
 
 
-def test_daemonset_as_shipped(node: PrivateContainerd, image: WheelImage) -> None:
-    """The manifest as it is: uid 0 without capabilities, on a stock socket (root:root)."""
+def test_daemonset_as_shipped(node: PrivateContainerd, image: WheelImage, nri: bool) -> None:
+    """The manifest as it is: uid 0 without capabilities, on a stock socket (root:root);
+    NRI's socket (root's) reached where containerd serves it."""
     with Pods(node) as pods:
         watcher = deploy(node, pods, image, daemonset_template())
         check_privileges(watcher, uid=0, gid=0, groups=[])
         check_resources(node, watcher)
+        registered = check_nri_registered(watcher) if nri else None
         workspaces = check_sees_workspaces(node, pods, watcher)
         check_serves(node, watcher, workspaces)
+        if registered is not None:
+            check_nri_told(watcher, registered, len(workspaces))
+        else:
+            check_nri_not_connected(watcher)
         check_running(pods, watcher)
 
 
@@ -265,4 +353,5 @@ def test_daemonset_non_root(grouped_node: PrivateContainerd, image: WheelImage) 
         check_privileges(watcher, uid=NONROOT, gid=NONROOT, groups=[SOCKET_GID])
         workspaces = check_sees_workspaces(node, pods, watcher, files=False)
         check_serves(node, watcher, workspaces)
+        check_nri_not_connected(watcher)  # NRI's socket dir is root's, served or not
         check_running(pods, watcher)

@@ -206,7 +206,7 @@ def test_config_turns_nri_on_when_asked(version: Version) -> None:
     nri = tomllib.loads(text)["plugins"]["io.containerd.nri.v1.nri"]
     # the same keys in 1.7 and 2.x (containerd's pkg/nri/config.go, internal/nri/config.go)
     assert nri["disable"] is False
-    assert nri["socket_path"] == str(base / "nri.sock")
+    assert nri["socket_path"] == str(base / "nri-run" / "nri.sock")  # a dir a pod can mount
     assert nri["plugin_request_timeout"] == "30000ms"  # a Go duration
 
 

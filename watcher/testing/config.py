@@ -14,7 +14,8 @@ What differs by version is rendered by version (``version``, None: 1.6):
   with its socket at ``/var/run/nri/nri.sock``: a private containerd would take the host's
   NRI socket (and two rigs each other's), and run the host's NRI plugins. 1.7 leaves NRI
   off; the paths are set anyway, and ``nri=True`` turns it on (``disable = false``, the same
-  key in 1.7 and 2.x) for the NRI plugin's tests.
+  key in 1.7 and 2.x) for the NRI plugin's tests. The socket has a dir of its own
+  (``nri_socket_path``), as a node's ``/var/run/nri``: a pod can mount it alone.
 * from 1.7, the transfer service (what 2.x's ``ctr images import`` goes through) unpacks
   for CRI's snapshotter: by default it unpacks for ``overlayfs`` only, and an import for
   ``native`` fails with "no unpack platforms defined".
@@ -33,12 +34,20 @@ from .versions import Version
 
 NRI_SINCE = Version(1, 7, 0)
 """The first version with NRI and the transfer service (whose settings are rendered)."""
+NRI_DIR = "nri-run"
+"""The dir of NRI's socket under the base dir: its own, as a node's ``/var/run/nri``, so that
+a pod mounts NRI's socket dir and nothing else of the rig (``watcher.testing.deployment``)."""
 
 DISABLED_SNAPSHOTTERS = ("btrfs", "zfs", "aufs", "devmapper")
 """They cannot initialise without their kernel modules or pools; disabled, the log stays clean."""
 DEFAULT_SNAPSHOTTER = "overlayfs"
 """What nodes mostly run; ``native`` (plain copies, the task's rootfs a bind mount, no upper
 layer) stands in for nodes without overlay: devmapper, zfs, btrfs, remote snapshotters."""
+
+
+def nri_socket_path(base: Path) -> Path:
+    """Where the config puts NRI's socket (from 1.7) for a containerd rooted at ``base``."""
+    return base / NRI_DIR / "nri.sock"
 
 
 def _q(value: object) -> str:
@@ -73,7 +82,7 @@ def render_config(
     ``socket_gid``: the group containerd gives its socket (``[grpc] gid``, mode 0660); None
     leaves containerd's default, root's.
 
-    ``nri``: turn NRI on (from 1.7; its socket is ``base/nri.sock``), whatever the version's
+    ``nri``: turn NRI on (from 1.7; its socket is ``nri_socket_path(base)``), whatever the version's
     default; ``nri_request_timeout``: how long containerd waits for a plugin's reply (its
     default: 2 s). False/None leave the version's defaults.
 
@@ -135,7 +144,7 @@ def _nri_and_transfer(
         nri_on += f"\n  plugin_request_timeout = {_q(f'{int(request_timeout * 1000)}ms')}"
     return f"""
 [plugins."io.containerd.nri.v1.nri"]{nri_on}
-  socket_path = {_q(str(base / "nri.sock"))}
+  socket_path = {_q(str(nri_socket_path(base)))}
   plugin_path = {_q(str(base / "nri" / "plugins"))}
   plugin_config_path = {_q(str(base / "nri" / "conf.d"))}
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from types import TracebackType
 
 from . import host, versions
-from .config import DEFAULT_SNAPSHOTTER, render_config
+from .config import DEFAULT_SNAPSHOTTER, nri_socket_path, render_config
 from .cri_client import CRIClient
 from .errors import CRIError, RigError
 from .image import DEFAULT_IMAGES, PAUSE_IMAGE, ImageDef, build_image_layout
@@ -73,6 +73,8 @@ NODE_LAYOUT = "node"
 """Their ancestors that did not exist yet: removed at clean-up when empty, no others."""
 BASE_PREFIX = "wsw-"  # sun_path is 108 bytes; containerd also needs "<socket>.ttrpc"
 BASE_MODE = 0o700
+NRI_DIR_MODE = 0o700
+"""NRI's socket dir: as NRI makes a node's ``/var/run/nri`` (only root may pass)."""
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +110,10 @@ class PrivateContainerd:
         socket_gid: containerd's ``[grpc] gid``: the group its socket is given (mode 0660),
             what lets a non-root watcher connect. Default: root's, as containerd's.
         nri: turn containerd's NRI on (1.7 and later; ``RigError`` before), its socket at
-            ``nri_socket``; ``nri_request_timeout``: how long containerd waits for a
-            plugin's reply. Default: the version's (1.7 off, 2.x on; 2 s).
+            ``nri_socket``, in a dir of its own (made by ``start``, mode 0700 as NRI makes a
+            node's ``/var/run/nri``; there on 1.6 too, empty); ``nri_request_timeout``: how
+            long containerd waits for a plugin's reply. Default: the version's (1.7 off,
+            2.x on; 2 s).
     """
 
     def __init__(
@@ -136,12 +140,13 @@ class PrivateContainerd:
         self.socket_gid = socket_gid
         self.nri = nri
         self.nri_request_timeout = nri_request_timeout
-        self.nri_socket = self.base / "nri.sock"  # where the config puts it (1.7 and later)
+        # where the config puts it (1.7 and later), its dir a node's /var/run/nri
+        self.nri_socket = nri_socket_path(self.base)
         self.state_dir = self.base / "state"  # a node's /run/containerd
         self.root_dir = self.base / "root"  # a node's /var/lib/containerd
         self.socket = (self.state_dir if node_layout else self.base) / "containerd.sock"
-        if len(str(self.socket)) + len(".ttrpc") > MAX_SOCKET_PATH:
-            raise RigError(f"socket path too long for a unix socket: {self.socket}")
+        _check_socket_path(self.socket, ".ttrpc")
+        _check_socket_path(self.nri_socket)
         self.log_path = self.base / "containerd.log"
         self.config_path = self.base / "config.toml"
         self.pods_dir = self.base / "pods"  # pod log directories, as /var/log/pods
@@ -197,6 +202,10 @@ class PrivateContainerd:
             self._lay_out_node()
         for sub in ("cni/bin", "cni/conf", "opt", "runc"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
+        # NRI's socket dir, before containerd (which would make it 0700 too): a pod may
+        # mount it whether NRI is on or not, as a node's /var/run/nri (DirectoryOrCreate)
+        self.nri_socket.parent.mkdir(mode=NRI_DIR_MODE, exist_ok=True)
+        os.chmod(self.nri_socket.parent, NRI_DIR_MODE)  # whatever the umask
         # containerd's own parent of containers without a cgroup parent (/k8s.io/<id>)
         if not host.cgroup_exists(f"/{NAMESPACE}"):
             _write_private(self.base / MADE_PARENTS_FILE, f"/{NAMESPACE}\n", append=True)
@@ -568,6 +577,12 @@ def _unsafe_parent(parent: Path) -> str | None:
     if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
         return "writable by others, without the sticky bit"
     return None
+
+
+def _check_socket_path(path: Path, suffix: str = "") -> None:
+    # ``path`` (and ``path + suffix``, e.g. containerd's "<socket>.ttrpc") fits sun_path
+    if len(str(path)) + len(suffix) > MAX_SOCKET_PATH:
+        raise RigError(f"socket path too long for a unix socket: {path}{suffix}")
 
 
 def _write_private(path: Path, text: str, *, append: bool = False, exclusive: bool = False) -> None:

@@ -9,10 +9,11 @@ Synopsis::
 
 What stands in for a node (see ``kubelet`` for the emulation itself): each host path the
 manifest mounts is the rig's dir for it (``node_paths``: the socket's dir is the rig
-containerd's state dir, laid out as a node's ``/run/containerd``), so the ``--path-map``
-host sides become the rig's too (``rig_args``); the pod gets the host's network (the rig has
-no CNI), so the metrics port is a free loopback one; the image is the locally built one
-(``wheel_image``). Shared by ``tests/deploy`` and ``benchmarks/deploy_rss.py``.
+containerd's state dir, laid out as a node's ``/run/containerd``; NRI's is its NRI socket's
+dir), so the ``--path-map`` host sides become the rig's too (``rig_args``); the pod gets the
+host's network (the rig has no CNI), so the metrics port is a free loopback one
+(``Deployed.metrics`` scrapes it); the image is the locally built one (``wheel_image``).
+Shared by ``tests/deploy`` and ``benchmarks/deploy_rss.py``.
 """
 
 from __future__ import annotations
@@ -68,10 +69,11 @@ def node_paths(ctrd: PrivateContainerd) -> NodePaths:
         "/var/log/pods": str(ctrd.pods_dir),
         "/proc": "/proc",
         "/run/ws-watcher": str(ctrd.base / "run-ws-watcher"),
-        # NRI's socket dir: one of the rig's own, where its containerd serves no NRI (its
-        # NRI socket, when on, is beside its other sockets): the deployed watcher runs on
-        # the event stream alone, as on a node without NRI
-        "/var/run/nri": str(ctrd.base / "run-nri"),
+        # NRI's socket dir: the rig containerd's (``nri_socket``'s own dir), so that the
+        # manifest's --nri-socket reaches its NRI when it is on (1.7 and later; the deploy
+        # test turns it on there); on 1.6 an empty dir: the watcher runs on the event
+        # stream alone, as on a node without NRI
+        "/var/run/nri": str(ctrd.nri_socket.parent),
     })  # fmt: skip
 
 
@@ -134,6 +136,31 @@ class Deployed:
             raise RigError(f"exit {done.exit_code} in the container: {done.stderr.decode()}")
         return json.loads(done.stdout)
 
+    def metrics(self, timeout: float = 10.0) -> dict[str, float]:
+        """``GET /metrics`` on the rig's port, as Prometheus scrapes it: each sample's value
+        by its series, ``name`` or ``name{label="value",...}`` (labels sorted by name).
+
+        Raises:
+            OSError: nothing listens there (yet).
+            RigError: an answer other than 200.
+        """
+        from prometheus_client.parser import text_string_to_metric_families
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            body = response.read().decode()
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise RigError(f"/metrics answered {response.status}: {body[:200]}")
+        return {
+            series(sample.name, sample.labels): sample.value
+            for family in text_string_to_metric_families(body)
+            for sample in family.samples
+        }
+
     def probe(self, kind: str) -> Probe:
         """The container's probe ``kind`` (e.g. ``readinessProbe``), on the rig's port."""
         return replace(self.plan.containers[0].probes[kind], port=self.port)
@@ -158,6 +185,13 @@ def deploy(
     return Deployed(pods, plan, args, port, api_socket)
 
 
+def series(name: str, labels: Mapping[str, str] | None = None) -> str:
+    """A metric's series as ``Deployed.metrics`` keys it: ``name{a="x",b="y"}``."""
+    if not labels:
+        return name
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
 def container_to_host(plan: PodPlan, path: str) -> str:
     """Where a path in the (first) container is on the host, through its mounts."""
     mounts = plan.containers[0].spec.mounts
@@ -165,7 +199,7 @@ def container_to_host(plan: PodPlan, path: str) -> str:
                key=lambda m: len(m.container_path), default=None)  # fmt: skip
     if best is None:
         raise RigError(f"{path} is on no volume of the container")
-    return best.host_path + path[len(best.container_path):]
+    return best.host_path + path[len(best.container_path) :]
 
 
 def import_image(ctrd: PrivateContainerd, image: WheelImage) -> None:
