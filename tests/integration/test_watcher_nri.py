@@ -12,6 +12,9 @@ Covered:
   reached the watcher meanwhile), then, once the stream is let through, `running`, and once
   the pods are removed, `exited` and `removed`: exactly once each, in that order; containerd's
   own record (created_at, log path, image id) fills in what NRI does not tell;
+* containerd SIGKILLed 3 times while pods are created and removed: the plugin registers again
+  after each kill; no workspace change is lost or doubled; the index agrees with a fresh
+  listing (containerd is the oracle: under load a restarted containerd may lose a kept pod);
 * NRI unavailable (no socket; NRI turned off in a 1.7's config; the system's 1.6 when that
   is the rig's): the watcher runs on the stream alone and says so once.
 
@@ -24,8 +27,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +41,21 @@ from rpc_wiretap import CONTAINERS_GET, EVENTS_SUBSCRIBE, Wiretap
 
 from containerd_protos.events import container_pb2
 from containerd_protos.types import event_pb2
+from watcher.errors import UnknownId
 from watcher.published import (
     Change,
     ChangeKind,
     Disconnected,
+    InstanceId,
     Lagged,
+    Workspace,
     WorkspaceChange,
 )
 from watcher.settings import NriSettings
 from watcher.testing import labels, versions
 from watcher.testing.config import NRI_SINCE
 from watcher.testing.containerd import PrivateContainerd, reclaim_stale
-from watcher.testing.errors import RigError
+from watcher.testing.errors import CRIError, RigError
 from watcher.testing.pods import Pod, Pods
 from watcher.testing.watching import run
 from watcher.watcher import Settings, Watcher, open_watcher
@@ -65,6 +73,12 @@ WHOLE_LIFE = [
     ChangeKind.EXITED,
     ChangeKind.REMOVED,
 ]
+#: the churn with kills: pods made by that many threads at once, odd ones removed again
+CHURN = 24
+KILLS = 3
+#: CRI attempts per pod operation across the kills, `RETRY` seconds apart
+ATTEMPTS = 120
+RETRY = 0.25
 #: how long a container NRI told of is kept without containerd showing it (30 s by default)
 START_GRACE = 10.0
 
@@ -244,6 +258,233 @@ async def test_nri_tells_each_workspace_before_containerd_publishes_it(
             assert w.nri.stats.registrations == 1 and w.nri.stats.dropped == 0
             # containerd's records came by a Get each (sandbox, workspace container), beside
             assert tap.count(CONTAINERS_GET) - gets_before <= 2 * AT_ONCE
+
+
+# --- containerd SIGKILLed during churn ----------------------------------------------------------
+
+
+def in_order_once(kinds: list[ChangeKind]) -> bool:
+    """Each step at most once, in lifecycle order (a step may be skipped: one said while the
+    watcher was away from containerd is reported by the resync, as its end state)."""
+    positions = [WHOLE_LIFE.index(k) for k in kinds]
+    return positions == sorted(set(positions))
+
+
+class Churn:
+    """`CHURN` threads each create one workspace pod (odd ones then remove theirs), retrying
+    CRI calls that fail while containerd is down, as the kubelet would; a killer thread
+    SIGKILLs and restarts containerd `KILLS` times while they run, each time once the NRI
+    plugin has registered again (`registered(n)`: blocks until the n-th registration)."""
+
+    def __init__(
+        self, ctrd: PrivateContainerd, pods: Pods, registered: Callable[[int], None]
+    ) -> None:
+        self.ctrd = ctrd
+        self.pods = pods
+        self.registered = registered
+        self.cond = threading.Condition()
+        self.progress = 0  # pod operations done
+        self.kills_done = 0
+        self.kept: dict[str, Pod] = {}  # instance id -> pod
+        self.removed: dict[str, Pod] = {}
+        self.abandoned: list[Pod] = []  # half-made pods of failed attempts, removed again
+        self.errors: list[BaseException] = []
+
+    def _step_done(self) -> None:
+        with self.cond:
+            self.progress += 1
+            self.cond.notify_all()
+
+    def _retry(self, what: str, fn: Callable[[], Any]) -> Any:
+        for _ in range(ATTEMPTS):
+            try:
+                return fn()
+            except CRIError:
+                time.sleep(RETRY)  # the kubelet's back-off: containerd is coming back
+        raise AssertionError(f"{what}: CRI kept failing")
+
+    def _pod(self, i: int) -> None:
+        iid = f"churn-{i}"
+        for attempt in range(ATTEMPTS):
+            uid = f"00000000-0000-4000-9000-{i:06d}{attempt:06d}"
+            try:
+                pod = workspace_pod(self.pods, iid, uid=uid)
+                break
+            except CRIError:
+                # a half-made pod (the rig's own clean-up failed too) must go before a retry
+                half = next((p for p in self.pods.pods if p.uid == uid), None)
+                if half is not None:
+                    self.abandoned.append(half)
+                    self._retry(f"remove half-made {iid}", partial(self.pods.remove_pod, half))
+                time.sleep(RETRY)
+        else:
+            raise AssertionError(f"{iid}: could not create it")
+        self._step_done()
+        if i % 2:
+            self._retry(f"remove {iid}", lambda: self.pods.remove_pod(pod))
+            self.removed[iid] = pod
+            self._step_done()
+        else:
+            self.kept[iid] = pod
+
+    def _reached(self, progress: int) -> bool:
+        return self.progress >= progress
+
+    def _killer(self) -> None:
+        total = CHURN + CHURN // 2
+        for k in range(KILLS):
+            self.registered(k + 1)  # NRI is back from the kill before: each kill is one
+            with self.cond:
+                self.cond.wait_for(partial(self._reached, total * (k + 1) // (KILLS + 2)))
+            self.ctrd.kill9()
+            self.ctrd.start()
+            with self.cond:
+                self.kills_done += 1
+                self.cond.notify_all()
+
+    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:
+            self.errors.append(exc)
+            with self.cond:
+                self.progress = 10**9  # release the killer
+                self.cond.notify_all()
+
+    def run(self) -> None:
+        threads = [threading.Thread(target=self._guard, args=(self._killer,))]
+        threads += [threading.Thread(target=self._guard, args=(self._pod, i)) for i in range(CHURN)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if self.errors:
+            raise self.errors[0]
+
+
+def published(seen: list[Change]) -> set[str]:
+    """Every container a change was published of."""
+    return {c.workspace.container_id for c in seen if isinstance(c, WorkspaceChange)}
+
+
+def known(w: Watcher, container_id: str) -> bool:
+    try:
+        w.container(container_id)
+    except UnknownId:
+        return False
+    return True
+
+
+def summary(workspaces: Mapping[InstanceId, Workspace]) -> dict[str, tuple[str, int | None, bool]]:
+    """What a listing can tell of each instance: its newest container, running or not, and
+    the PID while it runs (an exited one's PID is history a listing no longer has)."""
+    return {
+        iid: (ws.container_id, ws.pid if ws.running else None, ws.running)
+        for iid, ws in workspaces.items()
+    }
+
+
+async def fresh_listing(address: str) -> dict[InstanceId, Workspace]:
+    """What containerd holds now, through a new watcher's initial listing (no NRI)."""
+    async with open_watcher(settings=Settings(address=address)) as fresh:
+        return dict(fresh.workspaces())
+
+
+async def test_sigkill_three_times_during_churn_loses_and_doubles_nothing(
+    nri_containerd: PrivateContainerd, nri_pods: Pods
+) -> None:
+    """The oracle is containerd, not the script: a kept pod's container is expected to run,
+    but a containerd restarted under load may lose one (its task gone, or killed: seen on 1.7
+    under a load of 25, an `exited` with containerd's exit status 137 twenty seconds after the
+    last kill). The watcher must then say so too: its state is compared with a fresh
+    listing's, taken once the churn is over."""
+    nri = nri_settings(nri_containerd.nri_socket)
+    # a container NRI told of just before a kill may never be made: the resync keeps it for
+    # the start grace (it might still come), then a listing drops it; shortened from 30 s
+    async with watching(nri_containerd.address, nri, start_grace=START_GRACE) as (w, seen):
+        plugin = w.nri
+        assert plugin is not None
+        token = trio.lowlevel.current_trio_token()
+
+        async def registrations(n: int) -> None:
+            with trio.fail_after(WAIT):
+                await plugin.registrations.wait_value(lambda count: count >= n)
+
+        def registered(n: int) -> None:  # from the killer's thread
+            trio.from_thread.run(registrations, n, trio_token=token)
+
+        churn = Churn(nri_containerd, nri_pods, registered)
+        await run(churn.run)
+        assert churn.kills_done == KILLS
+        await registrations(KILLS + 1)  # after the last kill too
+        kept = {pod.containers["workspace"] for pod in churn.kept.values()}
+
+        def no_leftover() -> bool:
+            """No container but the kept pods' is left in the index: none of a removed pod,
+            nor one NRI told of and containerd never made."""
+            return not [cid for cid in published(seen) - kept if known(w, cid)]
+
+        async def settle_on(expected: dict[str, tuple[str, int | None, bool]]) -> None:
+            await wait_for(
+                w,
+                lambda: no_leftover() and summary(w.workspaces()) == expected,
+                lambda: (expected, summary(w.workspaces()), shim_log(nri_containerd)),
+            )
+
+        # the watcher settles on what containerd holds: retaken if containerd changed since
+        # (a listing is a moment; a container may die after it)
+        for _ in range(3):
+            fresh = await fresh_listing(nri_containerd.address)
+            try:
+                await settle_on(summary(fresh))
+                break
+            except AssertionError:
+                if summary(await fresh_listing(nri_containerd.address)) == summary(fresh):
+                    raise  # containerd did not change: the watcher disagrees with it
+        await trio.testing.wait_all_tasks_blocked()
+        assert summary(w.workspaces()) == summary(fresh)
+        stats = plugin.stats
+
+    # one registration per containerd, no other (a late reply would have added one); a
+    # containerd killed while it wrote a frame cut the connection: no protocol error
+    assert stats.registrations == KILLS + 1, stats
+    assert (stats.late_replies, stats.dropped, stats.protocol_errors) == (0, 0, 0), stats
+    assert sum(isinstance(c, Disconnected) for c in seen) == KILLS
+    assert set(fresh) <= set(churn.kept)  # no instance of a removed pod is left
+    for iid, pod in churn.kept.items():
+        cid = pod.containers["workspace"]
+        kinds = kinds_of(seen, cid)
+        assert in_order_once(kinds), (cid, kinds)
+        assert kinds[0] is ChangeKind.CREATED, (cid, kinds)
+        ws = fresh.get(InstanceId(iid))
+        if ws is not None and ws.container_id == cid and ws.running:  # as it should be
+            assert kinds[-1] is ChangeKind.RUNNING, (cid, kinds)
+            assert ws.pid is not None and os.path.exists(f"/proc/{ws.pid}")
+    for pod in [*churn.removed.values(), *churn.abandoned]:
+        for cid in pod.containers.values():
+            kinds = kinds_of(seen, cid)
+            assert in_order_once(kinds), (cid, kinds)
+            # seen at some point, unless it came and went while the watcher was away from
+            # containerd and NRI alike; once seen, its end is said
+            assert not kinds or kinds[-1] is ChangeKind.REMOVED, (cid, kinds)
+    # what containerd never made, NRI announced and withdrew (or a listing found gone): every
+    # container the watcher published but no pod holds ended with `removed` too
+    made = {cid for pod in [*churn.kept.values(), *churn.removed.values(), *churn.abandoned]
+            for cid in pod.containers.values()}  # fmt: skip
+    for change in seen:
+        if isinstance(change, WorkspaceChange) and change.workspace.container_id not in made:
+            kinds = kinds_of(seen, change.workspace.container_id)
+            assert in_order_once(kinds) and kinds[-1] is ChangeKind.REMOVED, (change, kinds)
+    assert len(churn.removed) == CHURN // 2
+
+
+def shim_log(ctrd: PrivateContainerd) -> list[str]:
+    """containerd's log lines about shims and tasks it could not read (a restarted containerd
+    that cannot load a shim cleans its task up: that container is gone for real)."""
+    words = ("shim disconnected", "dead shim", "converting task", "failed to load")
+    return [line for line in ctrd.log_tail(5000).splitlines() if any(w in line for w in words)][
+        -20:
+    ]
 
 
 # --- NRI unavailable ---------------------------------------------------------------------------
