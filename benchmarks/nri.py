@@ -317,6 +317,7 @@ class Diff:
     pooled: Stats
     runs: list[Stats]
     missing: int
+    negative: int  # how many were before the reference (the watcher first)
 
     def cell(self) -> str:
         s = self.pooled
