@@ -13,15 +13,14 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from kill_churn import KillChurn
 
 from watcher.published import (
     Change,
@@ -33,8 +32,7 @@ from watcher.published import (
 )
 from watcher.testing import labels
 from watcher.testing.containerd import PrivateContainerd
-from watcher.testing.errors import CRIError
-from watcher.testing.pods import Pod, Pods
+from watcher.testing.pods import Pods
 from watcher.testing.watching import watching
 from watcher.watcher import Settings, open_watcher
 
@@ -42,9 +40,6 @@ from watcher.watcher import Settings, open_watcher
 WAIT = 60.0
 BURST = 30
 KILLS = 3
-#: CRI attempts per pod operation across the kills, `RETRY` seconds apart
-ATTEMPTS = 120
-RETRY = 0.25
 
 
 class LogWaiter(logging.Handler):
@@ -110,97 +105,11 @@ async def fresh_listing(ctrd: PrivateContainerd) -> dict[str, Workspace]:
 # --- SIGKILL during a burst ------------------------------------------------------------------
 
 
-class Burst:
-    """`BURST` threads each create one workspace pod (odd ones then delete theirs), retrying
-    CRI calls that fail while containerd is down, as the kubelet would; a killer thread SIGKILLs
-    and restarts containerd `KILLS` times while they run."""
-
-    def __init__(self, ctrd: PrivateContainerd, pods: Pods) -> None:
-        self.ctrd = ctrd
-        self.pods = pods
-        self.cond = threading.Condition()
-        self.progress = 0  # pod operations done
-        self.kills_done = 0
-        self.kept: dict[str, Pod] = {}  # instance id -> pod
-        self.deleted: dict[str, Pod] = {}
-        self.abandoned: list[Pod] = []  # half-made pods of failed attempts, removed again
-        self.errors: list[BaseException] = []
-
-    def _step_done(self) -> None:
-        with self.cond:
-            self.progress += 1
-            self.cond.notify_all()
-
-    def _retry(self, what: str, fn: Callable[[], Any]) -> Any:
-        for _ in range(ATTEMPTS):
-            try:
-                return fn()
-            except CRIError:
-                time.sleep(RETRY)  # the kubelet's back-off: containerd is coming back
-        raise AssertionError(f"{what}: CRI kept failing")
-
-    def _pod(self, i: int) -> None:
-        iid = f"burst-{i}"
-        for attempt in range(ATTEMPTS):
-            uid = f"00000000-0000-4000-8000-{i:06d}{attempt:06d}"
-            try:
-                pod = self.pods.run_pod(
-                    f"ws-burst-{i}", uid=uid, labels=labels.mk2_labels(iid, f"ws-{i}", "o")
-                )
-                break
-            except CRIError:
-                # a half-made pod (the rig's own clean-up failed too) must go before a retry
-                half = next((p for p in self.pods.pods if p.uid == uid), None)
-                if half is not None:
-                    self.abandoned.append(half)
-                    self._retry(f"remove half-made {iid}", lambda h=half: self.pods.remove_pod(h))
-                time.sleep(RETRY)
-        else:
-            raise AssertionError(f"{iid}: could not create it")
-        self._step_done()
-        if i % 2:
-            self._retry(f"remove {iid}", lambda: self.pods.remove_pod(pod))
-            self.deleted[iid] = pod
-            self._step_done()
-        else:
-            self.kept[iid] = pod
-
-    def _killer(self) -> None:
-        total = BURST + BURST // 2
-        for k in range(KILLS):
-            with self.cond:
-                self.cond.wait_for(lambda k=k: self.progress >= total * (k + 1) // (KILLS + 2))
-            self.ctrd.kill9()
-            self.ctrd.start()
-            with self.cond:
-                self.kills_done += 1
-                self.cond.notify_all()
-
-    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
-        try:
-            fn(*args)
-        except BaseException as exc:
-            self.errors.append(exc)
-            with self.cond:
-                self.progress = 10**9  # release the killer
-                self.cond.notify_all()
-
-    def run(self) -> None:
-        threads = [threading.Thread(target=self._guard, args=(self._killer,))]
-        threads += [threading.Thread(target=self._guard, args=(self._pod, i)) for i in range(BURST)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if self.errors:
-            raise self.errors[0]
-
-
 async def test_sigkill_three_times_during_a_burst(
     containerd: PrivateContainerd, pods: Pods
 ) -> None:
     async with watching(containerd, backoff_max=0.5) as (w, seen):
-        burst = Burst(containerd, pods)
+        burst = KillChurn(containerd, pods, prefix="burst", count=BURST, kills=KILLS)
         await trio.to_thread.run_sync(burst.run)
         assert burst.kills_done == KILLS
         expected = set(burst.kept)
@@ -226,13 +135,13 @@ async def test_sigkill_three_times_during_a_burst(
         assert ws.pid is not None and os.path.exists(f"/proc/{ws.pid}")
         assert kinds_of(seen, cid).count(ChangeKind.RUNNING) == 1
         assert ChangeKind.REMOVED not in kinds_of(seen, cid)
-    for pod in [*burst.deleted.values(), *burst.abandoned]:
+    for pod in [*burst.removed.values(), *burst.abandoned]:
         for cid in pod.containers.values():
             kinds = kinds_of(seen, cid)
             # seen (created) at some point, unless it came and went during an outage
             assert kinds.count(ChangeKind.REMOVED) == (1 if kinds else 0), (cid, kinds)
             assert kinds.count(ChangeKind.CREATED) <= 1
-    assert len(burst.deleted) == BURST // 2
+    assert len(burst.removed) == BURST // 2
 
 
 # --- a long outage ---------------------------------------------------------------------------

@@ -27,16 +27,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, suppress
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from kill_churn import KillChurn
 from rpc_wiretap import CONTAINERS_GET, EVENTS_SUBSCRIBE, Wiretap
 
 from containerd_protos.events import container_pb2
@@ -55,7 +54,7 @@ from watcher.settings import NriSettings
 from watcher.testing import labels, versions
 from watcher.testing.config import NRI_SINCE
 from watcher.testing.containerd import PrivateContainerd, reclaim_stale
-from watcher.testing.errors import CRIError, RigError
+from watcher.testing.errors import RigError
 from watcher.testing.pods import Pod, Pods
 from watcher.testing.watching import run
 from watcher.watcher import Settings, Watcher, open_watcher
@@ -76,9 +75,6 @@ WHOLE_LIFE = [
 #: the churn with kills: pods made by that many threads at once, odd ones removed again
 CHURN = 24
 KILLS = 3
-#: CRI attempts per pod operation across the kills, `RETRY` seconds apart
-ATTEMPTS = 120
-RETRY = 0.25
 #: how long a container NRI told of is kept without containerd showing it (30 s by default)
 START_GRACE = 10.0
 
@@ -270,98 +266,6 @@ def in_order_once(kinds: list[ChangeKind]) -> bool:
     return positions == sorted(set(positions))
 
 
-class Churn:
-    """`CHURN` threads each create one workspace pod (odd ones then remove theirs), retrying
-    CRI calls that fail while containerd is down, as the kubelet would; a killer thread
-    SIGKILLs and restarts containerd `KILLS` times while they run, each time once the NRI
-    plugin has registered again (`registered(n)`: blocks until the n-th registration)."""
-
-    def __init__(
-        self, ctrd: PrivateContainerd, pods: Pods, registered: Callable[[int], None]
-    ) -> None:
-        self.ctrd = ctrd
-        self.pods = pods
-        self.registered = registered
-        self.cond = threading.Condition()
-        self.progress = 0  # pod operations done
-        self.kills_done = 0
-        self.kept: dict[str, Pod] = {}  # instance id -> pod
-        self.removed: dict[str, Pod] = {}
-        self.abandoned: list[Pod] = []  # half-made pods of failed attempts, removed again
-        self.errors: list[BaseException] = []
-
-    def _step_done(self) -> None:
-        with self.cond:
-            self.progress += 1
-            self.cond.notify_all()
-
-    def _retry(self, what: str, fn: Callable[[], Any]) -> Any:
-        for _ in range(ATTEMPTS):
-            try:
-                return fn()
-            except CRIError:
-                time.sleep(RETRY)  # the kubelet's back-off: containerd is coming back
-        raise AssertionError(f"{what}: CRI kept failing")
-
-    def _pod(self, i: int) -> None:
-        iid = f"churn-{i}"
-        for attempt in range(ATTEMPTS):
-            uid = f"00000000-0000-4000-9000-{i:06d}{attempt:06d}"
-            try:
-                pod = workspace_pod(self.pods, iid, uid=uid)
-                break
-            except CRIError:
-                # a half-made pod (the rig's own clean-up failed too) must go before a retry
-                half = next((p for p in self.pods.pods if p.uid == uid), None)
-                if half is not None:
-                    self.abandoned.append(half)
-                    self._retry(f"remove half-made {iid}", partial(self.pods.remove_pod, half))
-                time.sleep(RETRY)
-        else:
-            raise AssertionError(f"{iid}: could not create it")
-        self._step_done()
-        if i % 2:
-            self._retry(f"remove {iid}", lambda: self.pods.remove_pod(pod))
-            self.removed[iid] = pod
-            self._step_done()
-        else:
-            self.kept[iid] = pod
-
-    def _reached(self, progress: int) -> bool:
-        return self.progress >= progress
-
-    def _killer(self) -> None:
-        total = CHURN + CHURN // 2
-        for k in range(KILLS):
-            self.registered(k + 1)  # NRI is back from the kill before: each kill is one
-            with self.cond:
-                self.cond.wait_for(partial(self._reached, total * (k + 1) // (KILLS + 2)))
-            self.ctrd.kill9()
-            self.ctrd.start()
-            with self.cond:
-                self.kills_done += 1
-                self.cond.notify_all()
-
-    def _guard(self, fn: Callable[..., None], *args: Any) -> None:
-        try:
-            fn(*args)
-        except BaseException as exc:
-            self.errors.append(exc)
-            with self.cond:
-                self.progress = 10**9  # release the killer
-                self.cond.notify_all()
-
-    def run(self) -> None:
-        threads = [threading.Thread(target=self._guard, args=(self._killer,))]
-        threads += [threading.Thread(target=self._guard, args=(self._pod, i)) for i in range(CHURN)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if self.errors:
-            raise self.errors[0]
-
-
 def published(seen: list[Change]) -> set[str]:
     """Every container a change was published of."""
     return {c.workspace.container_id for c in seen if isinstance(c, WorkspaceChange)}
@@ -413,7 +317,10 @@ async def test_sigkill_three_times_during_churn_loses_and_doubles_nothing(
         def registered(n: int) -> None:  # from the killer's thread
             trio.from_thread.run(registrations, n, trio_token=token)
 
-        churn = Churn(nri_containerd, nri_pods, registered)
+        churn = KillChurn(
+            nri_containerd, nri_pods, prefix="churn", count=CHURN, kills=KILLS,
+            before_kill=registered,  # NRI is back from the kill before: each kill is one
+        )  # fmt: skip
         await run(churn.run)
         assert churn.kills_done == KILLS
         await registrations(KILLS + 1)  # after the last kill too
