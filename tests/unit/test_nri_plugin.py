@@ -281,10 +281,12 @@ async def test_a_frame_of_an_unknown_ttrpc_type_is_skipped_and_the_connection_ke
 ) -> None:
     async with nri(sockdir) as (plugin, runtime):
         conn = await registered(runtime, plugin)
-        await conn.send_raw(muxing.encode(1, ttrpc_header(5, kind=9) + b"12345"))
+        for _ in range(3):
+            await conn.send_raw(muxing.encode(1, ttrpc_header(5, kind=9) + b"12345"))
         await send_event(conn, EventKind.RUN_POD_SANDBOX)  # the framing held
         assert (await next_item(plugin)).kind is EventKind.RUN_POD_SANDBOX
-        assert logs.matching(logging.WARNING, "unknown message type 0x09")
+        # said once, not per frame: a newer runtime may send them on every call
+        assert len(logs.matching(logging.WARNING, "unknown message type 0x09")) == 1
         assert not conn.closed.is_set()
         assert plugin.stats.protocol_errors == 0
 

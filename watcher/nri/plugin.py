@@ -306,6 +306,7 @@ class _Session:
         self._answered: dict[int, trio.Event] = {}
         self._sync: list[api.SyncChunk] = []
         self._sync_start: tuple[float, float] | None = None  # (ts, mono) of its first chunk
+        self._ignored: set[str] = set()  # what was ignored and said (once per connection)
 
     async def run(self) -> None:
         """Until the runtime closes the connection (returns) or it breaks (raises)."""
@@ -366,13 +367,16 @@ class _Session:
         self.server.end()
         self.client.end()
 
+    def _say_ignored(self, event: Ignored, where: str) -> None:
+        # a newer runtime may send what this plugin does not know on every call: said once
+        said = event.reason in self._ignored
+        self._ignored.add(event.reason)
+        level = logging.DEBUG if said else logging.WARNING
+        log.log(level, "NRI: ignored on stream %d%s: %s", event.stream_id, where, event.reason)
+
     def _on_answer(self, event: Answer | Ignored) -> None:
         if isinstance(event, Ignored):
-            log.warning(
-                "NRI: ignored on stream %d of the runtime's service: %s",
-                event.stream_id,
-                event.reason,
-            )
+            self._say_ignored(event, " of the runtime's service")
             return
         self._answers[event.stream_id] = event
         if (waiter := self._answered.pop(event.stream_id, None)) is not None:
@@ -389,7 +393,7 @@ class _Session:
                 PLUGIN_SERVICE_CONN, ServerConnection.respond(event.stream_id, event.status)
             )
         else:
-            log.warning("NRI: ignored on stream %d: %s", event.stream_id, event.reason)
+            self._say_ignored(event, "")
 
     # -- serving ---------------------------------------------------------------------------
 
