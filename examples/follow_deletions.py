@@ -11,7 +11,7 @@ resync after the watcher lost containerd for a while.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import signal
 import sys
 import time
 
@@ -22,6 +22,17 @@ from watcher.watcher import open_watcher
 
 
 async def main(address: str) -> None:
+    """Until Ctrl-C or SIGTERM, which cancel the watcher: it closes its stream and channel
+    before the process exits (a KeyboardInterrupt could land anywhere in that teardown)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow, address)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+async def follow(address: str) -> None:
     async with open_watcher(address) as w:
         with w.changes() as changes:  # registered now: nothing published after is missed
             print(f"following deletions at {address}", file=sys.stderr, flush=True)
@@ -46,5 +57,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", default="/run/containerd/containerd.sock")
     args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the way to stop it
-        trio.run(main, args.address)
+    trio.run(main, args.address)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from containerd_protos.cri.runtime.v1 import api_pb2 as cri
 from watcher.testing import Pods, PrivateContainerd, host, mk2_labels, reclaim_stale, versions
@@ -42,7 +43,6 @@ from watcher.testing.deployment import (
     deploy,
     import_image,
     node_paths,
-    series,
 )
 from watcher.testing.kubelet import Probe, http_get_probe, quantity
 from watcher.testing.wheel_image import WheelImage, build_wheel_image
@@ -243,16 +243,32 @@ def check_serves(ctrd: PrivateContainerd, watcher: Deployed,
 NRI_CONNECTED = "ws_watcher_nri_connected"
 NRI_REGISTRATIONS = "ws_watcher_nri_registrations_total"
 NRI_DELIVERED = "ws_watcher_nri_events_delivered_total"
-NRI_EVENTS = series("ws_watcher_events_total", {"topic": "nri"})
+NRI_EVENTS = 'ws_watcher_events_total{topic="nri"}'  # as `series` keys it
 NRI_PER_WORKSPACE = 3
 """NRI calls per workspace pod, at least, each handed to the index with one input at least:
 RunPodSandbox, CreateContainer, StartContainer (``watcher.nri_source``)."""
 
 
+def series(name: str, labels: Mapping[str, str] | None = None) -> str:
+    """A metric's series as `metrics` keys it: ``name{a="x",b="y"}``."""
+    if not labels:
+        return name
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def metrics(watcher: Deployed) -> dict[str, float]:
+    """Each sample of a scrape, by its series, parsed as Prometheus does."""
+    return {
+        series(sample.name, sample.labels): sample.value
+        for family in text_string_to_metric_families(watcher.metrics_text())
+        for sample in family.samples
+    }
+
+
 def scrape(watcher: Deployed) -> dict[str, float] | None:
     """Its metrics, or None while nothing listens (yet)."""
     try:
-        return watcher.metrics()
+        return metrics(watcher)
     except OSError:
         return None
 
@@ -302,10 +318,10 @@ def check_nri_not_connected(watcher: Deployed) -> None:
     """Nothing NRI serves is reachable (1.6, or as non-root: NRI's dir and socket are
     root's): the plugin runs (``--nri-socket`` is given), never registered; the watcher
     works on the event stream alone (checked before this)."""
-    metrics = watcher.metrics()
-    assert metrics[NRI_CONNECTED] == 0
-    assert metrics[NRI_REGISTRATIONS] == 0
-    assert metrics.get(NRI_EVENTS, 0) == 0
+    scraped = metrics(watcher)
+    assert scraped[NRI_CONNECTED] == 0
+    assert scraped[NRI_REGISTRATIONS] == 0
+    assert scraped.get(NRI_EVENTS, 0) == 0
 
 
 def check_running(pods: Pods, watcher: Deployed) -> None:
