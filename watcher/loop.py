@@ -58,7 +58,6 @@ from .index import Index
 from .inputs import ContainerSeen, Envelope, Event, LogChecked, LookupFailed, Relisted, TaskCreated
 from .metrics import Metrics, Readings
 from .needs import Need, NeedLocation, NeedLogCheck, NeedRecord, NeedRelist
-from .nri_source import NRI_TOPIC, inputs_of
 from .published import ChangeKind, Disconnected, Synced, WorkspaceChange
 from .resolve import Resolver, locate
 from .settings import (
@@ -213,6 +212,8 @@ class Loop:
         by it (its sandbox dropped: the workspace `removed`, then `created` again once
         containerd's record came).
         """
+        from .nri_source import NRI_TOPIC, inputs_of  # NRI's code is loaded only when asked for
+
         self.nri = plugin  # its counters are scraped with the watcher's (`readings`)
         count = self.metrics.event
         async for item in plugin.events:

@@ -16,8 +16,6 @@ import enum
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-import yaml
-
 from watcher.pathmap import PathMap
 from watcher.published import Change, Disconnected, Lagged, Synced, Workspace
 from watcher.wire import (  # the JSON contract, shared with the service's API
@@ -124,6 +122,8 @@ class Format(enum.Enum):
 def yaml_document(obj: JSON) -> str:
     """One YAML document (`---` first), the keys in the JSON contract's order, no final
     newline. ASCII only and no line folding, as the JSON lines."""
+    import yaml  # only for `-o yaml`: every other command starts without it
+
     text: str = yaml.safe_dump(
         obj, sort_keys=False, explicit_start=True, allow_unicode=False, width=float("inf")
     )
