@@ -68,9 +68,7 @@ def generate(out_dir: Path) -> list[Path]:
         ):
             if sources and protoc.main([*common, *extra, *sources]) != 0:
                 raise SystemExit("protoc failed; see the messages above")
-    written = sorted(
-        p for p in (out_dir / PACKAGE).rglob("*") if p.suffix in {".py", ".pyi"}
-    )
+    written = sorted(p for p in (out_dir / PACKAGE).rglob("*") if p.suffix in {".py", ".pyi"})
     _add_init_files(out_dir / PACKAGE)
     return written
 

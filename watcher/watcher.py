@@ -231,7 +231,6 @@ class Watcher:
         self._loop.hub.close()
 
 
-
 @asynccontextmanager
 async def open_watcher(
     address: str | None = None,

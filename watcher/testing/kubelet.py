@@ -100,7 +100,7 @@ class NodePaths:
         )
         if best is None:
             raise Unsupported(f"host path {node_path} is not one the rig stands in for")
-        return self.paths[best] + node_path[len(best):]
+        return self.paths[best] + node_path[len(best) :]
 
     def path_map_args(self, args: Sequence[str]) -> list[str]:
         """``--path-map HOST=LOCAL`` options with HOST as the rig has it (LOCAL, a path in

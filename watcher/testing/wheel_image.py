@@ -201,7 +201,7 @@ def _dependency_wheels(wheel: Path, wheels: Path, work: Path) -> list[Path]:
         out = _pip(*common, "--find-links", str(wheels), what="downloading the dependency wheels")
     # pip 23 has no --report for download: what it chose is what it says it saved or had
     chosen = {
-        Path(line.split(maxsplit=1)[1] if line.startswith("Saved ") else line[len(_HAD):])
+        Path(line.split(maxsplit=1)[1] if line.startswith("Saved ") else line[len(_HAD) :])
         for line in (raw.strip() for raw in out.splitlines())
         if line.startswith(("Saved ", _HAD))
     }
@@ -471,7 +471,7 @@ def _write_layout(dest: Path, layer: Path, ref: str, version: str) -> None:
 def _prune(cache: Path, keep: Path) -> None:
     """Remove our older image tars (only files this module names ``ws-watcher-*.tar``)."""
     tars = sorted(cache.glob("ws-watcher-*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in [t for t in tars if t != keep][KEEP_IMAGES - 1:]:
+    for old in [t for t in tars if t != keep][KEEP_IMAGES - 1 :]:
         old.unlink(missing_ok=True)
     for partial in cache.glob("ws-watcher-*.tar.*.partial"):
         if partial.stat().st_mtime < keep.stat().st_mtime - 3600:

@@ -254,9 +254,11 @@ def pod_ids(
     """The (uid, sandbox id, {container name: id}) `add_pod` gives such a pod (first attempt):
     to tell of it from elsewhere (NRI) before the fake holds it."""
     uid = _uuid(f"pod/{namespace}/{name}")
-    return uid, _container_id(f"{uid}/sandbox/0"), {
-        c: _container_id(f"{uid}/{c}/0") for c in containers
-    }
+    return (
+        uid,
+        _container_id(f"{uid}/sandbox/0"),
+        {c: _container_id(f"{uid}/{c}/0") for c in containers},
+    )
 
 
 def _uuid(seed: str) -> str:
