@@ -35,7 +35,7 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,11 +147,12 @@ class Observer:
     """One observer process's lines, parsed as they come: per (kind, container id) the times it
     reported it; its other notices (disconnected, lagged) with their times."""
 
-    def __init__(self, lines: Lines, parse: Parse) -> None:
+    def __init__(self, lines: Lines, parse: Parse, kinds: Collection[str] = KINDS) -> None:
         self.lines = lines
         self.parse = parse
+        self.kinds = kinds  # what is timed per container; the rest are notices
         self.seen: dict[Key, list[float]] = {}
-        self.notices: list[tuple[float, str]] = []
+        self.notices: list[tuple[float, str, str]] = []  # (time, kind, the rest of the line)
         self._next = 0
 
     def update(self) -> None:
@@ -161,10 +162,10 @@ class Observer:
             if got is None:
                 continue
             kind, cid = got
-            if kind in KINDS:
+            if kind in self.kinds:
                 self.seen.setdefault((kind, cid), []).append(t)
             else:
-                self.notices.append((t, kind))
+                self.notices.append((t, kind, cid))
         self._next = end
 
     def first(self, key: Key) -> float | None:
@@ -174,8 +175,15 @@ class Observer:
     def count(self, key: Key) -> int:
         return len(self.seen.get(key, ()))
 
+    def close(self) -> None:
+        """Stop its process; what it printed until then is taken in."""
+        self.lines.close()
+        self.update()
+
     def notices_in(self, kind: str, windows: Iterable[tuple[float, float]]) -> int:
-        return sum(1 for t, k in self.notices if k == kind and any(a <= t <= b for a, b in windows))
+        return sum(
+            1 for t, k, _ in self.notices if k == kind and any(a <= t <= b for a, b in windows)
+        )
 
 
 # --- driving ------------------------------------------------------------------------------

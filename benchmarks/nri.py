@@ -70,7 +70,7 @@ from benchmarks.common import (
     stamped,
     watch_argv,
 )
-from benchmarks.latency import DRIVER_TIMEOUT, _quiesce, _spread
+from benchmarks.latency import DRIVER_TIMEOUT, Observer, _quiesce, _spread
 
 VERSIONS = ("1.7", "2.1")
 ONE = 20  # pods one at a time
@@ -86,6 +86,8 @@ ONE_AT_A_TIME = "one at a time"
 STEPS = ("created", "starting", "running", "exited", "removed")
 #: ctr events' topics used, as observer kinds
 TOPICS = ("/containers/create", "/tasks/create", "/tasks/start", "/containers/delete")
+#: what the observers time per container; their other lines are notices
+OBSERVED = (*STEPS, *TOPICS)
 WATCHERS = ("library", "cli")
 LABEL = {"ctr2": "ctr events #2", "library": "library (NRI)", "cli": "CLI watch (NRI)"}
 
@@ -133,41 +135,6 @@ def parse_probe(line: str) -> Key | None:
     return None
 
 
-class Observer:
-    """One observer process's lines, parsed as they come: per (kind, id) its times."""
-
-    def __init__(self, lines: Lines, parse: Callable[[str], Key | None]) -> None:
-        self.lines = lines
-        self.parse = parse
-        self.seen: dict[Key, list[float]] = {}
-        self.notices: list[tuple[float, str, str]] = []
-        self._next = 0
-
-    def update(self) -> None:
-        end = len(self.lines.lines)
-        for t, text in self.lines.lines[self._next : end]:
-            got = self.parse(text)
-            if got is None:
-                continue
-            kind, rest = got
-            if kind in STEPS or kind in TOPICS:
-                self.seen.setdefault((kind, rest), []).append(t)
-            else:
-                self.notices.append((t, kind, rest))
-        self._next = end
-
-    def first(self, kind: str, cid: str) -> float | None:
-        times = self.seen.get((kind, cid))
-        return times[0] if times else None
-
-    def count(self, kind: str, cid: str) -> int:
-        return len(self.seen.get((kind, cid), ()))
-
-    def close(self) -> None:
-        self.lines.close()
-        self.update()
-
-
 # --- one containerd and what watches it ------------------------------------------------------
 
 
@@ -197,8 +164,10 @@ class Rig:
         self.full_version = str(self.ctrd.version)
         address = self.address = self.ctrd.address
         ctr = [tool("ctr", self.ctrd.binaries), "-a", address, "events"]
-        self.ctr1 = Observer(stack.enter_context(Lines(stamped(ctr), prestamped=True)), parse_ctr)
-        self.ctr2 = Observer(stack.enter_context(Lines(stamped(ctr), prestamped=True)), parse_ctr)
+        self.ctr1, self.ctr2 = (
+            Observer(stack.enter_context(Lines(stamped(ctr), prestamped=True)), parse_ctr, OBSERVED)
+            for _ in range(2)
+        )
         self.driver = stack.enter_context(
             Lines(child_argv("drive", str(self.ctrd.base), address), stdin=True)
         )
@@ -233,8 +202,8 @@ class Rig:
                     raise TimeoutError(f"the CLI did not register with NRI: {log}")
                 time.sleep(0.05)
         self.watching = {
-            "library": Observer(probe, parse_probe),
-            "cli": Observer(watch, parse_watch),
+            "library": Observer(probe, parse_probe, OBSERVED),
+            "cli": Observer(watch, parse_watch, OBSERVED),
         }
         self.nri = nri
 
@@ -271,7 +240,7 @@ class Rig:
             for o in observers.values():
                 o.update()
             if all(
-                observers[name].first(kind, cid) is not None
+                observers[name].first((kind, cid)) is not None
                 for name, kind in need.items()
                 for cid in wanted
             ):
@@ -372,19 +341,19 @@ def load_figures(rig: Rig, runs: Sequence[Run]) -> dict[str, Any]:
     ctr1 = obs["ctr1"]
 
     def ref(topic: str) -> Callable[[Run, str], float | None]:
-        return lambda _r, cid: ctr1.first(topic, cid)
+        return lambda _r, cid: ctr1.first((topic, cid))
 
     def first_line(name: str) -> Callable[[Run, str], float | None]:
         o = obs[name]
 
         def first(_r: Run, cid: str) -> float | None:
-            times = [t for kind in STEPS[:3] if (t := o.first(kind, cid)) is not None]
+            times = [t for kind in STEPS[:3] if (t := o.first((kind, cid))) is not None]
             return min(times, default=None)
 
         return first
 
     def step(name: str, kind: str) -> Callable[[Run, str], float | None]:
-        return lambda _r, cid: obs[name].first(kind, cid)
+        return lambda _r, cid: obs[name].first((kind, cid))
 
     figures: dict[str, Any] = {"runs": len(runs), "pods_per_run": runs[0].pods}
     figures["first_line_minus_containers_create"] = {
@@ -406,16 +375,16 @@ def load_figures(rig: Rig, runs: Sequence[Run]) -> dict[str, Any]:
         cids = [cid for r in runs for cid in r.requests]
         counts[name] = {
             kind: {
-                "once": sum(o.count(kind, c) == 1 for c in cids),
-                "never": sum(o.count(kind, c) == 0 for c in cids),
-                "more": sum(o.count(kind, c) > 1 for c in cids),
+                "once": sum(o.count((kind, c)) == 1 for c in cids),
+                "never": sum(o.count((kind, c)) == 0 for c in cids),
+                "more": sum(o.count((kind, c)) > 1 for c in cids),
             }
             for kind in STEPS
         } | {"workspaces": len(cids)}
         # in lifecycle order, each once: the first time of each step never before an earlier one
         order_ok = 0
         for c in cids:
-            times = [o.first(k, c) for k in STEPS]
+            times = [o.first((k, c)) for k in STEPS]
             known = [t for t in times if t is not None]
             order_ok += known == sorted(known)
         counts[name]["in_order"] = order_ok
@@ -607,7 +576,7 @@ def run(config: Config | None = None) -> dict[str, Any]:
 def _start_time(rig: Rig, runs: list[Run]) -> Diff:
     ctr1 = rig.ctr1
     return diff(
-        runs, lambda _r, cid: ctr1.first("/tasks/start", cid), lambda r, cid: r.requests.get(cid)
+        runs, lambda _r, cid: ctr1.first(("/tasks/start", cid)), lambda r, cid: r.requests.get(cid)
     )
 
 

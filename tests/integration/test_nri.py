@@ -39,7 +39,8 @@ from watcher.nri import (
 )
 from watcher.settings import NriSettings
 from watcher.testing import labels, versions
-from watcher.testing.containerd import PrivateContainerd, reclaim_stale
+from watcher.testing.containerd import PrivateContainerd
+from watcher.testing.fixtures import nri_rig, pods_on
 from watcher.testing.pods import Pod, Pods
 
 SERIES = versions.nri_series()
@@ -58,29 +59,14 @@ _T = TypeVar("_T")
 def nri_containerd(request: pytest.FixtureRequest) -> Iterator[PrivateContainerd]:
     """A private containerd of the series (None: the rig's), NRI on, its socket under the
     rig's base dir."""
-    reclaim_stale()
-    series = request.param
-    binaries = versions.fetch(series) if series is not None else versions.bin_dir()
-    with PrivateContainerd(
-        binaries=binaries, nri=True, nri_request_timeout=REQUEST_TIMEOUT
-    ) as ctrd:
+    with nri_rig(request.param, nri_request_timeout=REQUEST_TIMEOUT) as ctrd:
         yield ctrd
 
 
 @pytest.fixture
 def nri_pods(nri_containerd: PrivateContainerd) -> Iterator[Pods]:
-    if not nri_containerd.running:  # a test killed it
-        nri_containerd.start()
-    made = Pods(nri_containerd)
-    try:
+    with pods_on(nri_containerd) as made:
         yield made
-    finally:
-        try:
-            if not nri_containerd.running:
-                nri_containerd.start()
-            made.remove_all()
-        finally:
-            made.close()
 
 
 async def run(fn: Callable[..., _T], *args: Any) -> _T:

@@ -27,8 +27,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +46,17 @@ from watcher.published import (
     ChangeKind,
     Disconnected,
     InstanceId,
-    Lagged,
     Workspace,
     WorkspaceChange,
 )
 from watcher.settings import NriSettings
 from watcher.testing import labels, versions
 from watcher.testing.config import NRI_SINCE
-from watcher.testing.containerd import PrivateContainerd, reclaim_stale
+from watcher.testing.containerd import PrivateContainerd
 from watcher.testing.errors import RigError
+from watcher.testing.fixtures import nri_rig, pods_on
 from watcher.testing.pods import Pod, Pods
-from watcher.testing.watching import run
+from watcher.testing.watching import kinds_of, run, watching
 from watcher.watcher import Settings, Watcher, open_watcher
 
 SERIES = versions.nri_series()
@@ -83,56 +83,18 @@ START_GRACE = 10.0
 def nri_containerd(request: pytest.FixtureRequest) -> Iterator[PrivateContainerd]:
     """A private containerd of the series (None: the rig's), NRI on (containerd's default
     2 s request timeout), its socket under the rig's base dir."""
-    reclaim_stale()
-    series = request.param
-    binaries = versions.fetch(series) if series is not None else versions.bin_dir()
-    with PrivateContainerd(binaries=binaries, nri=True) as ctrd:
+    with nri_rig(request.param) as ctrd:
         yield ctrd
 
 
 @pytest.fixture
 def nri_pods(nri_containerd: PrivateContainerd) -> Iterator[Pods]:
-    if not nri_containerd.running:  # a test killed it
-        nri_containerd.start()
-    made = Pods(nri_containerd)
-    try:
+    with pods_on(nri_containerd) as made:
         yield made
-    finally:
-        try:
-            if not nri_containerd.running:
-                nri_containerd.start()
-            made.remove_all()
-        finally:
-            made.close()
 
 
 def nri_settings(socket: str | Path, **overrides: Any) -> NriSettings:
     return NriSettings(socket=str(socket), backoff_max=0.5, **overrides)
-
-
-@asynccontextmanager
-async def watching(
-    address: str, nri: NriSettings | None, **settings: Any
-) -> AsyncIterator[tuple[Watcher, list[Change]]]:
-    """A watcher on `address` with `nri` beside the stream, and every change it published.
-
-    A follower that lags would make the list lie, so a `Lagged` fails the test.
-    """
-    seen: list[Change] = []
-    config = Settings(address=address, backoff_initial=0.05, backoff_max=0.5, nri=nri, **settings)
-    async with open_watcher(settings=config) as w, trio.open_nursery() as nursery:
-        with w.changes() as stream:
-
-            async def collect() -> None:
-                async for change in stream:
-                    assert not isinstance(change, Lagged), change
-                    seen.append(change)
-
-            nursery.start_soon(collect)
-            try:
-                yield w, seen
-            finally:
-                nursery.cancel_scope.cancel()
 
 
 def changes_of(seen: list[Change], container_id: str) -> list[WorkspaceChange]:
@@ -140,10 +102,6 @@ def changes_of(seen: list[Change], container_id: str) -> list[WorkspaceChange]:
         c for c in seen
         if isinstance(c, WorkspaceChange) and c.workspace.container_id == container_id
     ]  # fmt: skip
-
-
-def kinds_of(seen: list[Change], container_id: str) -> list[ChangeKind]:
-    return [c.kind for c in changes_of(seen, container_id)]
 
 
 def workspace_pod(pods: Pods, name: str, **kwargs: Any) -> Pod:
@@ -204,7 +162,7 @@ async def test_nri_tells_each_workspace_before_containerd_publishes_it(
 ) -> None:
     names = [f"nri-first-{i}" for i in range(AT_ONCE)]
     with Wiretap(nri_containerd.address, sockdir, holdable={EVENTS_SUBSCRIBE}) as tap:
-        async with watching(tap.address, nri_settings(nri_containerd.nri_socket)) as (w, seen):
+        async with watching(tap.address, nri=nri_settings(nri_containerd.nri_socket)) as (w, seen):
             assert w.nri is not None
             with trio.fail_after(WAIT):
                 await w.nri.registrations.wait_value(1)
@@ -305,7 +263,7 @@ async def test_sigkill_three_times_during_churn_loses_and_doubles_nothing(
     nri = nri_settings(nri_containerd.nri_socket)
     # a container NRI told of just before a kill may never be made: the resync keeps it for
     # the start grace (it might still come), then a listing drops it; shortened from 30 s
-    async with watching(nri_containerd.address, nri, start_grace=START_GRACE) as (w, seen):
+    async with watching(nri_containerd.address, nri=nri, start_grace=START_GRACE) as (w, seen):
         plugin = w.nri
         assert plugin is not None
         token = trio.lowlevel.current_trio_token()
@@ -479,7 +437,7 @@ async def test_without_nri_the_watcher_runs_on_the_stream_alone_and_says_so_once
     nri = NriSettings(socket=socket, backoff_initial=0.01, backoff_max=0.05,
                       unavailable_retry=0.05)  # fmt: skip  # looked for often: said once?
     with LogWaker("watcher.nri") as log, Pods(ctrd) as pods:
-        async with watching(ctrd.address, nri) as (w, seen):
+        async with watching(ctrd.address, nri=nri) as (w, seen):
             assert w.nri is not None
             await log.wait_for(lambda records: looked_again(records) >= 3)
             pod = await run(workspace_pod, pods, "no-nri")

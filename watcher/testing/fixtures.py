@@ -18,9 +18,11 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
+from . import versions
 from .containerd import PrivateContainerd, reclaim_stale
 from .fake import FakeContainerd
 from .pods import Pods
@@ -46,7 +48,19 @@ def native_containerd() -> Iterator[PrivateContainerd]:
 
 
 @contextmanager
-def _pods_on(ctrd: PrivateContainerd) -> Iterator[Pods]:
+def nri_rig(series: str | None, **options: Any) -> Iterator[PrivateContainerd]:
+    """A started private containerd with NRI on: Debian's package of `series` (fetched and
+    cached, e.g. "1.7"), or the rig's own (None). `options` as `PrivateContainerd`'s."""
+    reclaim_stale()
+    binaries = versions.fetch(series) if series is not None else versions.bin_dir()
+    with PrivateContainerd(binaries=binaries, nri=True, **options) as ctrd:
+        yield ctrd
+
+
+@contextmanager
+def pods_on(ctrd: PrivateContainerd) -> Iterator[Pods]:
+    """Kubelet-style pods on `ctrd`, removed afterwards; `ctrd` (re)started if a test
+    killed it."""
     # a test may have kill9()ed containerd: start it before the test, and again before the
     # teardown, whose CRI calls need it
     if not ctrd.running:
@@ -66,14 +80,14 @@ def _pods_on(ctrd: PrivateContainerd) -> Iterator[Pods]:
 @pytest.fixture
 def pods(containerd: PrivateContainerd) -> Iterator[Pods]:
     """Kubelet-style pods on ``containerd``; whatever the test left is removed afterwards."""
-    with _pods_on(containerd) as made:
+    with pods_on(containerd) as made:
         yield made
 
 
 @pytest.fixture
 def native_pods(native_containerd: PrivateContainerd) -> Iterator[Pods]:
     """Kubelet-style pods on ``native_containerd``; removed after the test as by ``pods``."""
-    with _pods_on(native_containerd) as made:
+    with pods_on(native_containerd) as made:
         yield made
 
 

@@ -30,20 +30,21 @@ async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 @asynccontextmanager
 async def watching(
-    ctrd: PrivateContainerd,
+    ctrd: PrivateContainerd | str,
     *,
     backoff: float = 0.05,
     backoff_max: float | None = None,
     **settings: Any,
 ) -> AsyncIterator[tuple[Watcher, list[Change]]]:
-    """A watcher on `ctrd` plus the list of every change it published, in order; it
-    reconnects after `backoff` seconds, doubling up to `backoff_max` (ten times `backoff`).
+    """A watcher on `ctrd` (or an address: a wiretap's) plus the list of every change it
+    published, in order; it reconnects after `backoff` seconds, doubling up to `backoff_max`
+    (ten times `backoff`).
 
     A follower that lags would make the list lie, so a `Lagged` fails the test.
     """
     seen: list[Change] = []
     config = Settings(
-        address=ctrd.address,
+        address=ctrd if isinstance(ctrd, str) else ctrd.address,
         backoff_initial=backoff,
         backoff_max=backoff * 10 if backoff_max is None else backoff_max,
         **settings,
