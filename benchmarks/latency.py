@@ -88,16 +88,25 @@ class Config:
     settle: float = SETTLE
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--one", type=int, default=ONE, help="pods one at a time (0: none)")
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    one: int = ONE,
+    bursts: tuple[int, ...] = BURSTS,
+    runs: int = RUNS,
+    settle: float = SETTLE,
+) -> None:
+    """The loads' options (`--one`, `--bursts`, `--runs`, `--settle`), with these defaults
+    (`benchmarks.nri` has its own)."""
+    parser.add_argument("--one", type=int, default=one, help="pods one at a time (0: none)")
     parser.add_argument(
         "--bursts",
         type=lambda s: tuple(int(n) for n in s.split(",") if n),
-        default=BURSTS,
+        default=bursts,
         help="sizes of the bursts, comma-separated (pods at once)",
     )
-    parser.add_argument("--runs", type=int, default=RUNS, help="runs of each burst")
-    parser.add_argument("--settle", type=float, default=SETTLE, help="seconds to wait")
+    parser.add_argument("--runs", type=int, default=runs, help="runs of each burst")
+    parser.add_argument("--settle", type=float, default=settle, help="seconds to wait")
 
 
 def config_from(args: argparse.Namespace) -> Config:

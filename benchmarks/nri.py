@@ -70,7 +70,7 @@ from benchmarks.common import (
     stamped,
     watch_argv,
 )
-from benchmarks.latency import DRIVER_TIMEOUT, Observer, _quiesce, _spread
+from benchmarks.latency import DRIVER_TIMEOUT, Observer, _quiesce, _spread, add_arguments
 
 VERSIONS = ("1.7", "2.1")
 ONE = 20  # pods one at a time
@@ -703,14 +703,7 @@ def _targets(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--one", type=int, default=ONE, help="pods one at a time (0: none)")
-    parser.add_argument(
-        "--bursts",
-        type=lambda s: tuple(int(n) for n in s.split(",") if n),
-        default=BURSTS,
-        help="sizes of the bursts, comma-separated (pods at once)",
-    )
-    parser.add_argument("--runs", type=int, default=RUNS, help="runs of each burst")
+    add_arguments(parser, one=ONE, bursts=BURSTS, runs=RUNS, settle=SETTLE)
     parser.add_argument("--pairs", type=int, default=PAIRS, help="with/without plugin pairs")
     parser.add_argument(
         "--versions",
@@ -718,7 +711,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=VERSIONS,
         help="containerd series, comma-separated (1.7, 2.1)",
     )
-    parser.add_argument("--settle", type=float, default=SETTLE, help="seconds to wait")
     parser.add_argument("--no-silent", action="store_true", help="skip the silent plugin")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
